@@ -1,0 +1,27 @@
+"""robustlab: the computing package of a course on robust machine learning.
+
+Chapters and labs import it as ``import robustlab as rl`` and call it; every formula of
+the course is implemented once, here, in the notation of the chapters.
+
+Modules (one per concept of the course map):
+
+* :mod:`robustlab.config` -- the profile ("quick" CPU digits / "full" GPU data sets),
+  cache and data directories, progress bars.
+* :mod:`robustlab.data` -- the embedded digits, torchvision data sets, synthetic data.
+* :mod:`robustlab.models` -- ``Normalize`` and the architectures, device choice.
+* :mod:`robustlab.train` -- the training loop, evaluation, the trained-model cache.
+* :mod:`robustlab.norms` -- Lp norms, distances and projections.
+* :mod:`robustlab.attacks` -- adversarial attacks (FGSM, ...).
+* :mod:`robustlab.plot` -- shared figures.
+"""
+
+from . import attacks, config, data, models, norms, plot, train
+from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "attacks", "config", "data", "models", "norms", "plot", "train",
+    "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
+    "__version__",
+]

@@ -1,0 +1,141 @@
+"""Argument checks shared by the public functions.
+
+Every check raises a ``ValueError`` or ``TypeError`` whose message names the
+argument and says what was expected, so that a student sees at once which
+argument is wrong. Nothing is clamped or corrected silently.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+NORMS = {"linf": math.inf, "l2": 2.0, "l1": 1.0, "l0": 0.0}
+
+
+def check_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    check_tensor(x, name)
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_images(x, name: str = "x", *, min_dim: int = 2) -> torch.Tensor:
+    """A float batch with values in [0, 1] and shape (B, ...) with at least ``min_dim`` dims."""
+    check_tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{name} must be batch-first with shape (B, C, H, W) or (B, D), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    check_finite(x, name)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} must have values in [0, 1] (pixel space; normalization belongs inside the model), "
+            f"got values in [{lo:.4g}, {hi:.4g}]"
+        )
+    return x
+
+
+def check_labels(y, name: str, batch_size: int | None = None, n_classes: int | None = None) -> torch.Tensor:
+    check_tensor(y, name)
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor of class indices, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must have shape (B,), got shape {tuple(y.shape)}")
+    if batch_size is not None and y.shape[0] != batch_size:
+        raise ValueError(f"{name} has {y.shape[0]} labels but the batch has {batch_size} inputs")
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} must hold class indices >= 0, got {int(y.min())}")
+    if n_classes is not None and y.numel() and int(y.max()) >= n_classes:
+        raise ValueError(f"{name} holds class {int(y.max())} but the model has {n_classes} classes")
+    return y
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_nonneg(value, name: str, *, allow_tensor: bool = True):
+    """A real number >= 0, or (if allowed) a tensor of them (e.g. a per-sample eps)."""
+    if isinstance(value, torch.Tensor) and allow_tensor:
+        check_finite(value, name)
+        if bool((value < 0).any()):
+            raise ValueError(f"{name} must be >= 0, got a tensor with minimum {float(value.min()):.4g}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number >= 0, got NaN")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_positive(value, name: str):
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_positive_int(value, name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else ">= 1"
+        raise ValueError(f"{name} must be an integer {bound}, got {value}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def parse_norm(p, name: str = "norm") -> float:
+    """Accept 'linf'/'l2'/'l1'/'l0' or the numbers inf, 2, 1, 0 and return the exponent p."""
+    if isinstance(p, str):
+        key = p.lower().replace("-", "")
+        if key in ("inf", "infinity"):
+            key = "linf"
+        if key not in NORMS:
+            raise ValueError(f"{name} must be one of 'linf', 'l2', 'l1', 'l0' (or inf, 2, 1, 0), got {p!r}")
+        return NORMS[key]
+    if isinstance(p, bool) or not isinstance(p, Real):
+        raise TypeError(f"{name} must be a string like 'linf' or a number, got {type(p).__name__}")
+    if p in (0, 1, 2) or p == math.inf:
+        return float(p)
+    raise ValueError(f"{name} must be one of 'linf', 'l2', 'l1', 'l0' (or inf, 2, 1, 0), got {p!r}")
+
+
+def check_model(model, name: str = "model") -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module mapping inputs in [0, 1] to logits, got {type(model).__name__}")
+    return model
+
+
+def as_batch_param(value, batch_size: int, like: torch.Tensor, name: str) -> torch.Tensor:
+    """Turn a scalar or per-sample tensor parameter into a (B,) tensor on ``like``'s device."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            value = value.expand(batch_size)
+        if value.shape != (batch_size,):
+            raise ValueError(f"{name} must be a number or a tensor of shape ({batch_size},), got shape {tuple(value.shape)}")
+        return value.to(device=like.device, dtype=like.dtype)
+    return torch.full((batch_size,), float(value), device=like.device, dtype=like.dtype)

@@ -1,0 +1,171 @@
+"""Profiles and settings: one switch moves every chapter and lab from the CPU to a GPU.
+
+A *profile* names the data set and model size that chapters and labs use:
+
+``"quick"`` (the default)
+    scikit-learn's bundled 8x8 handwritten digits, small models, seconds per cell on a
+    laptop CPU, no download.
+``"full"``
+    MNIST (and CIFAR-10 where a chapter asks for it) through torchvision, larger models,
+    meant for a GPU (Colab, a cluster).
+
+Choose it with the environment variable ``ROBUSTLAB_PROFILE`` before Python starts, or
+with :func:`set_profile` at the top of a notebook. ``ROBUSTLAB_SMOKE=1`` shortens every
+training run of a profile to a few batches; the test suite uses it to run the full
+profile on small files.
+
+Other settings, each with an environment variable and a function:
+
+* ``ROBUSTLAB_CACHE`` / :func:`set_cache_dir`: where trained models are cached
+  (default ``~/.cache/robustlab``).
+* ``ROBUSTLAB_DATA`` / :func:`set_data_dir`: where torchvision data sets live
+  (default ``<cache>/data``).
+* ``ROBUSTLAB_PROGRESS=0`` / :func:`set_progress`: switch progress bars off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ._validate import check_choice
+
+__all__ = [
+    "Profile",
+    "PROFILES",
+    "profile",
+    "set_profile",
+    "cache_dir",
+    "set_cache_dir",
+    "data_dir",
+    "set_data_dir",
+    "progress_enabled",
+    "set_progress",
+    "smoke",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """The data set and model sizes chapters and labs use.
+
+    Attributes
+    ----------
+    name : str
+        ``"quick"`` or ``"full"``.
+    dataset : str
+        The default data set (see :func:`robustlab.data.load`).
+    arch : str
+        The default architecture for that data set (see :func:`robustlab.models.build`).
+    width : int
+        Base channel width of the default model.
+    epochs : int
+        Training epochs for the chapters' standard models.
+    batch_size : int
+        Training batch size.
+    lr : float
+        Learning rate (Adam) for the standard models.
+    n_eval : int
+        How many test inputs chapters attack or certify.
+    smoke : bool
+        Whether training is cut to a few batches (tests of the full profile on small files).
+    """
+
+    name: str
+    dataset: str
+    arch: str
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    n_eval: int
+    smoke: bool = False
+
+
+PROFILES = {
+    "quick": Profile("quick", dataset="digits", arch="cnn", width=16, epochs=30, batch_size=64, lr=2e-3, n_eval=360),
+    "full": Profile("full", dataset="mnist", arch="cnn", width=32, epochs=8, batch_size=128, lr=1e-3, n_eval=1000),
+}
+
+_state: dict = {"profile": None, "cache_dir": None, "data_dir": None, "progress": None}
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def smoke() -> bool:
+    """Whether ``ROBUSTLAB_SMOKE`` asks for shortened training (used by the tests)."""
+    return _env_flag("ROBUSTLAB_SMOKE", False)
+
+
+def profile() -> Profile:
+    """The active profile: set by :func:`set_profile`, else ``ROBUSTLAB_PROFILE``, else ``"quick"``.
+
+    >>> import robustlab as rl
+    >>> rl.profile().name in ("quick", "full")
+    True
+    """
+    name = _state["profile"] or os.environ.get("ROBUSTLAB_PROFILE", "quick").strip() or "quick"
+    check_choice(name, "profile (ROBUSTLAB_PROFILE)", PROFILES)
+    p = PROFILES[name]
+    if smoke():
+        p = dataclasses.replace(p, epochs=1, n_eval=min(p.n_eval, 64), smoke=True)
+    return p
+
+
+def set_profile(name: str) -> Profile:
+    """Switch every later call to the profile ``name`` (``"quick"`` or ``"full"``) and return it."""
+    check_choice(name, "name", PROFILES)
+    _state["profile"] = name
+    return profile()
+
+
+def cache_dir() -> Path:
+    """Directory of the trained-model cache (created on demand)."""
+    path = _state["cache_dir"] or os.environ.get("ROBUSTLAB_CACHE") or Path.home() / ".cache" / "robustlab"
+    return Path(path).expanduser()
+
+
+def set_cache_dir(path) -> Path:
+    """Cache trained models under ``path`` from now on (``None`` restores the default)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _state["cache_dir"] = None if path is None else Path(path).expanduser()
+    return cache_dir()
+
+
+def data_dir() -> Path:
+    """Root directory of torchvision data sets (``ROBUSTLAB_DATA``, else ``<cache>/data``)."""
+    path = _state["data_dir"] or os.environ.get("ROBUSTLAB_DATA") or cache_dir() / "data"
+    return Path(path).expanduser()
+
+
+def set_data_dir(path) -> Path:
+    """Look for (and download) torchvision data sets under ``path`` (``None``: default)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _state["data_dir"] = None if path is None else Path(path).expanduser()
+    return data_dir()
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Resolve a function's ``progress`` argument against the global switch."""
+    if progress is not None:
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
+        return progress
+    if _state["progress"] is not None:
+        return _state["progress"]
+    return _env_flag("ROBUSTLAB_PROGRESS", True)
+
+
+def set_progress(enabled: bool) -> None:
+    """Switch progress bars on or off for every later call (``ROBUSTLAB_PROGRESS=0`` does the same)."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__}")
+    _state["progress"] = enabled

@@ -1,0 +1,240 @@
+"""Data sets as in-memory tensors in [0, 1] pixel space, batch-first.
+
+The embedded default is scikit-learn's bundled 8x8 handwritten digits (1,797 images,
+no download). MNIST, Fashion-MNIST and CIFAR-10 load through torchvision from its usual
+on-disk layout under ``root`` (downloaded there when ``download`` is true and the files
+are missing). Every loader returns ``(train, test)``, two :class:`Split` tuples ``(x, y)``
+with ``x`` float32 of shape (N, C, H, W) in [0, 1] and ``y`` int64 of shape (N,).
+
+Normalization is *not* applied here: it is the first layer of every model
+(:class:`robustlab.models.Normalize`), so that every epsilon is in pixel units.
+
+The synthetic generators serve the theory chapters: a two-Gaussian mixture, linearly
+separable points in the unit square, and two concentric spheres.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from . import config
+from ._validate import check_choice, check_positive, check_positive_int
+
+__all__ = [
+    "Split",
+    "DatasetInfo",
+    "DATASETS",
+    "info",
+    "load",
+    "subset",
+    "gaussian_mixture",
+    "linearly_separable",
+    "concentric_spheres",
+]
+
+
+class Split(NamedTuple):
+    """One split of a data set: inputs ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class DatasetInfo(NamedTuple):
+    """What a model needs to know about a data set."""
+
+    name: str
+    shape: tuple  # (C, H, W) of one input
+    n_classes: int
+    classes: tuple
+    mean: tuple  # per-channel mean of the training inputs, for Normalize
+    std: tuple  # per-channel standard deviation of the training inputs
+
+
+_DIGIT_CLASSES = tuple(str(i) for i in range(10))
+_INFO = {
+    # digits: statistics of the fixed training split, checked by tests/test_data.py
+    "digits": DatasetInfo("digits", (1, 8, 8), 10, _DIGIT_CLASSES, (0.3054,), (0.3761,)),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, _DIGIT_CLASSES, (0.1307,), (0.3081,)),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", (1, 28, 28), 10,
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (0.2860,), (0.3530,),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), 10,
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+    ),
+}
+DATASETS = tuple(_INFO)
+
+DIGITS_TEST_SIZE = 360  # 20% of the 1,797 digits, stratified, seed 0
+SMOKE_TRAIN, SMOKE_TEST = 512, 256
+
+
+def info(name: str | None = None) -> DatasetInfo:
+    """Shape, number of classes, class names and normalization statistics of a data set.
+
+    >>> info("digits").shape
+    (1, 8, 8)
+    """
+    name = config.profile().dataset if name is None else name
+    check_choice(name, "name", _INFO)
+    return _INFO[name]
+
+
+def load(name: str | None = None, *, root=None, download: bool = True) -> tuple[Split, Split]:
+    """Load a data set as ``(train, test)`` tensors in [0, 1].
+
+    Parameters
+    ----------
+    name : {"digits", "mnist", "fashion_mnist", "cifar10"}, optional
+        Defaults to the active profile's data set (``"digits"`` under ``"quick"``).
+    root : path, optional
+        torchvision's data root (ignored for the digits); defaults to
+        :func:`robustlab.config.data_dir`.
+    download : bool
+        Let torchvision download missing files into ``root``.
+
+    Returns
+    -------
+    (Split, Split)
+        ``train`` and ``test``; with ``ROBUSTLAB_SMOKE=1`` each is cut to a small
+        seeded subset.
+
+    Examples
+    --------
+    >>> train, test = load("digits")
+    >>> tuple(train.x.shape[1:]), train.x.dtype, float(train.x.max()) <= 1.0
+    ((1, 8, 8), torch.float32, True)
+    """
+    name = config.profile().dataset if name is None else name
+    check_choice(name, "name", _INFO)
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {type(download).__name__}")
+    if name == "digits":
+        train, test = _load_digits()
+    else:
+        train, test = _load_torchvision(name, config.data_dir() if root is None else root, download)
+    if config.smoke():
+        train, test = subset(train, SMOKE_TRAIN, seed=0), subset(test, SMOKE_TEST, seed=0)
+    return train, test
+
+
+def subset(split: Split, n: int, *, seed: int = 0) -> Split:
+    """A seeded random subset of ``n`` examples (all of them if ``n`` >= the size)."""
+    check_positive_int(n, "n")
+    total = split.x.shape[0]
+    if n >= total:
+        return split
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(total, generator=g)[:n].sort().values
+    return Split(split.x[idx], split.y[idx])
+
+
+def _load_digits() -> tuple[Split, Split]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=y)
+    return (
+        Split(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
+        Split(torch.from_numpy(x_te), torch.from_numpy(y_te)),
+    )
+
+
+def _load_torchvision(name: str, root, download: bool) -> tuple[Split, Split]:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(root=str(root), train=train, download=download)
+        except Exception as err:  # torchvision raises RuntimeError / URLError for missing files offline
+            raise RuntimeError(
+                f"could not load {name!r} from root={str(root)!r} (download={download}): {err}. "
+                "Put torchvision's files there, set ROBUSTLAB_DATA, or use the 'quick' profile "
+                "(embedded digits, no download)."
+            ) from err
+        data = ds.data
+        if isinstance(data, np.ndarray):  # CIFAR-10 keeps (N, H, W, C) uint8 numpy
+            x = torch.from_numpy(data).permute(0, 3, 1, 2)
+        else:  # MNIST keeps (N, H, W) uint8 tensors
+            x = data.unsqueeze(1)
+        x = x.contiguous().float().div_(255.0)
+        y = torch.as_tensor(ds.targets, dtype=torch.int64)
+        splits.append(Split(x, y))
+    return splits[0], splits[1]
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def gaussian_mixture(n: int, d: int, *, mu_norm: float = 1.0, sigma: float = 1.0, seed: int = 0) -> Split:
+    """The two-Gaussian model of Schmidt et al. (2018): ``y`` uniform in {0, 1},
+    ``x ~ N((2y - 1) * theta, sigma^2 I)`` with ``theta = mu_norm * (1, ..., 1) / sqrt(d)``.
+
+    Inputs live in R^d (not in [0, 1]); ``x`` has shape (n, d).
+    """
+    check_positive_int(n, "n")
+    check_positive_int(d, "d")
+    check_positive(sigma, "sigma")
+    if mu_norm < 0:
+        raise ValueError(f"mu_norm must be >= 0, got {mu_norm}")
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    theta = torch.full((d,), mu_norm / math.sqrt(d))
+    x = (2 * y - 1).float()[:, None] * theta + sigma * torch.randn(n, d, generator=g)
+    return Split(x, y.long())
+
+
+def linearly_separable(n: int, *, margin: float = 0.1, seed: int = 0) -> Split:
+    """``n`` points in the unit square [0, 1]^2 split by a line through its centre with a
+    gap of width ``margin`` between the classes (no point lies within ``margin / 2`` of it).
+
+    The separating unit normal is returned implicitly by the labels; shape (n, 2).
+    """
+    check_positive_int(n, "n")
+    if not 0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+    g = torch.Generator().manual_seed(seed)
+    angle = torch.rand((), generator=g) * 2 * math.pi
+    w = torch.stack([torch.cos(angle), torch.sin(angle)])
+    points = []
+    count = 0
+    while count < n:
+        x = torch.rand(4 * n, 2, generator=g)
+        keep = ((x - 0.5) @ w).abs() >= margin / 2
+        points.append(x[keep])
+        count += int(keep.sum())
+    x = torch.cat(points)[:n]
+    y = (((x - 0.5) @ w) > 0).long()
+    return Split(x, y)
+
+
+def concentric_spheres(n: int, d: int, *, r_inner: float = 1.0, r_outer: float = 1.3, seed: int = 0) -> Split:
+    """Points uniform on two concentric spheres in R^d (Gilmer et al., 2018): label 0 on the
+    sphere of radius ``r_inner``, 1 on radius ``r_outer``, half each. Shape (n, d)."""
+    check_positive_int(n, "n")
+    check_positive_int(d, "d")
+    check_positive(r_inner, "r_inner")
+    check_positive(r_outer, "r_outer")
+    if r_outer <= r_inner:
+        raise ValueError(f"r_outer must exceed r_inner, got r_inner={r_inner}, r_outer={r_outer}")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g)
+    z = z / z.norm(dim=1, keepdim=True)
+    y = torch.zeros(n, dtype=torch.int64)
+    y[n // 2:] = 1
+    y = y[torch.randperm(n, generator=g)]
+    radius = torch.where(y == 1, torch.tensor(float(r_outer)), torch.tensor(float(r_inner)))
+    return Split(z * radius[:, None], y)

@@ -1,0 +1,184 @@
+"""Models: plain ``torch.nn.Module`` objects from [0, 1] pixels to logits.
+
+Every model built here starts with :class:`Normalize`, so the data stays in pixel space
+and every epsilon and radius is measured in pixel units. :func:`build` makes the
+architectures the profiles use: an MLP, a small CNN, and a ResNet-style net for the full
+profile. :func:`best_device` picks CUDA, then MPS, then the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import config
+from . import data as _data
+from ._validate import check_choice, check_model, check_positive_int
+
+__all__ = ["Normalize", "MLP", "SmallCNN", "ResNet", "ARCHS", "build", "best_device", "device_of"]
+
+
+class Normalize(nn.Module):
+    """Subtract a per-channel mean and divide by a per-channel std, inside the model.
+
+    Input of shape (B, C, H, W) or (B, C); ``mean`` and ``std`` have C entries.
+    """
+
+    def __init__(self, mean, std):
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean.shape != std.shape:
+            raise ValueError(f"mean and std must have the same length, got {mean.numel()} and {std.numel()}")
+        if bool((std <= 0).any()):
+            raise ValueError("std must be > 0 in every channel")
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.tolist()}, std={self.std.tolist()}"
+
+
+class MLP(nn.Sequential):
+    """Normalize → Flatten → (Linear → ReLU) × len(hidden) → Linear."""
+
+    def __init__(self, in_shape, n_classes: int = 10, hidden=(256, 256), mean=(0.0,), std=(1.0,)):
+        check_positive_int(n_classes, "n_classes")
+        in_features = 1
+        for s in in_shape:
+            in_features *= int(s)
+        layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
+        for h in hidden:
+            check_positive_int(h, "hidden")
+            layers += [nn.Linear(in_features, h), nn.ReLU()]
+            in_features = h
+        layers.append(nn.Linear(in_features, n_classes))
+        super().__init__(*layers)
+
+
+class SmallCNN(nn.Sequential):
+    """Normalize → conv(w) → conv(2w, stride 2) → conv(2w, stride 2) → Linear(128) → Linear.
+
+    Every conv is 3x3 with padding 1 followed by a ReLU; ``width`` is ``w``.
+    On 8x8 digits with w = 16 it has about 45 k parameters.
+    """
+
+    def __init__(self, in_shape, n_classes: int = 10, width: int = 16, mean=(0.0,), std=(1.0,)):
+        check_positive_int(width, "width")
+        check_positive_int(n_classes, "n_classes")
+        c, h, w = (int(s) for s in in_shape)
+        for _ in range(2):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        super().__init__(
+            Normalize(mean, std),
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(2 * width * h * w, 128), nn.ReLU(),
+            nn.Linear(128, n_classes),
+        )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A ResNet-style net for 32x32 images (three stages of ``blocks`` basic blocks,
+    widths w, 2w, 4w), preceded by :class:`Normalize`. ``blocks=3`` is ResNet-20."""
+
+    def __init__(self, in_shape, n_classes: int = 10, width: int = 16, blocks: int = 3, mean=(0.0,), std=(1.0,)):
+        super().__init__()
+        check_positive_int(width, "width")
+        check_positive_int(blocks, "blocks")
+        c = int(in_shape[0])
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages, c_in = [], width
+        for i, c_out in enumerate((width, 2 * width, 4 * width)):
+            for j in range(blocks):
+                stages.append(_BasicBlock(c_in, c_out, 2 if (i > 0 and j == 0) else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_classes))
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(self.normalize(x))))
+
+
+ARCHS = ("mlp", "cnn", "resnet")
+
+
+def build(arch: str | None = None, dataset: str | None = None, *, width: int | None = None, seed: int | None = 0) -> nn.Module:
+    """Build a fresh model for a data set, with that data set's :class:`Normalize` first.
+
+    Parameters
+    ----------
+    arch : {"mlp", "cnn", "resnet"}, optional
+        Defaults to the active profile's architecture.
+    dataset : str, optional
+        Defaults to the active profile's data set; fixes the input shape, number of
+        classes and normalization statistics.
+    width : int, optional
+        Base width (hidden units / 16 for the MLP); defaults to the profile's.
+    seed : int or None
+        Seed for the initial weights (``None``: do not reseed).
+
+    Examples
+    --------
+    >>> model = build("cnn", "digits")
+    >>> model(torch.rand(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+    prof = config.profile()
+    arch = prof.arch if arch is None else arch
+    check_choice(arch, "arch", ARCHS)
+    meta = _data.info(dataset)
+    width = prof.width if width is None else width
+    check_positive_int(width, "width")
+    if seed is not None:
+        torch.manual_seed(seed)
+    kw = dict(n_classes=meta.n_classes, mean=meta.mean, std=meta.std)
+    if arch == "mlp":
+        return MLP(meta.shape, hidden=(16 * width, 16 * width), **kw)
+    if arch == "cnn":
+        return SmallCNN(meta.shape, width=width, **kw)
+    return ResNet(meta.shape, width=width, **kw)
+
+
+def best_device() -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (or buffers); the CPU for a model with neither."""
+    check_model(model)
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

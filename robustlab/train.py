@@ -1,0 +1,369 @@
+"""Training and evaluation: one lean loop for every chapter and lab.
+
+:func:`fit` trains a model on in-memory tensors with a seeded shuffle, shows a tqdm
+progress bar (``progress=False`` or :func:`robustlab.config.set_progress` switch it off)
+and returns a :class:`History`. With ``cache=True`` the trained weights are stored on
+disk under a key made of the *full* configuration (architecture, initial weights, data,
+every hyperparameter and the loss), so a second call with the same configuration loads
+them instantly: run a chapter once before class and it starts fast in the lecture.
+
+The loss is pluggable: ``loss_fn(model, x, y) -> (loss, logits)``. The default,
+:func:`cross_entropy_loss`, is standard training; adversarial training plugs an attack
+in here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from . import config
+from . import data as _data
+from . import models as _models
+from ._validate import check_images, check_labels, check_model, check_positive, check_positive_int, check_choice
+
+__all__ = [
+    "History",
+    "Trained",
+    "cross_entropy_loss",
+    "fit",
+    "evaluate",
+    "predict",
+    "trained_model",
+    "seed_everything",
+]
+
+CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch record of a training run.
+
+    ``loss`` and ``train_acc`` are averages over the epoch's batches (as trained, so in
+    train mode); ``test_acc`` is measured after the epoch on ``eval_data`` (NaN when none
+    was given). ``from_cache`` says the run was loaded, not trained.
+    """
+
+    loss: list = dataclasses.field(default_factory=list)
+    train_acc: list = dataclasses.field(default_factory=list)
+    test_acc: list = dataclasses.field(default_factory=list)
+    seconds: list = dataclasses.field(default_factory=list)
+    from_cache: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "from_cache"}
+
+    def plot(self, ax=None):
+        """Plot loss and accuracies against the epoch; returns the matplotlib axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        ep = range(1, self.epochs + 1)
+        ax.plot(ep, self.loss, label="training loss", color="C0")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax2 = ax.twinx()
+        ax2.plot(ep, self.train_acc, label="training accuracy", color="C1")
+        if not all(math.isnan(a) for a in self.test_acc):
+            ax2.plot(ep, self.test_acc, label="test accuracy", color="C2")
+        ax2.set_ylabel("accuracy")
+        ax2.set_ylim(0, 1.02)
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+        return ax
+
+
+class Trained(NamedTuple):
+    """A trained model and its training history."""
+
+    model: torch.nn.Module
+    history: History
+
+
+def cross_entropy_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """Standard training: the mean cross-entropy of the model's logits on ``(x, y)``.
+
+    Returns ``(loss, logits)`` as every ``loss_fn`` of :func:`fit` must.
+    """
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators."""
+    import random
+
+    import numpy as np
+
+    check_positive_int(seed, "seed", allow_zero=True)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _as_xy(data, name: str):
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError(f"{name} must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
+    check_images(x, f"{name}.x")
+    check_labels(y, f"{name}.y", batch_size=x.shape[0])
+    return x, y
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="batch")
+
+
+def fit(
+    model: torch.nn.Module,
+    train,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    loss_fn: Callable | None = None,
+    eval_data=None,
+    progress: bool | None = None,
+    cache: bool = False,
+    desc: str = "training",
+) -> History:
+    """Train ``model`` in place on ``train = (x, y)`` and return its :class:`History`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps inputs in [0, 1] to logits; trained on its own device.
+    train : Split or (x, y)
+        ``x`` (N, ...) in [0, 1], ``y`` int64 (N,).
+    epochs, lr, batch_size : int, float, int
+        Passes over the data, learning rate, batch size.
+    optimizer : {"adam", "sgd"}
+        Adam, or SGD with momentum 0.9.
+    weight_decay : float
+        L2 penalty of the optimizer.
+    seed : int
+        Seeds the shuffling (and anything random inside ``loss_fn``).
+    loss_fn : callable, optional
+        ``loss_fn(model, x, y) -> (loss, logits)``; defaults to :func:`cross_entropy_loss`.
+    eval_data : Split or (x, y), optional
+        Accuracy on it is recorded after every epoch.
+    progress : bool, optional
+        Show a progress bar (default: the global setting).
+    cache : bool
+        Load the result from the disk cache if this exact configuration was trained
+        before, else train and store it. ``loss_fn`` must then be a named function.
+
+    Returns
+    -------
+    History
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> train, test = rl.data.load("digits")
+    >>> model = rl.models.build("mlp", "digits", width=4)
+    >>> hist = fit(model, train, epochs=1, progress=False)
+    >>> hist.epochs
+    1
+    """
+    check_model(model)
+    x, y = _as_xy(train, "train")
+    check_positive_int(epochs, "epochs")
+    check_positive(lr, "lr")
+    check_positive_int(batch_size, "batch_size")
+    check_choice(optimizer, "optimizer", ("adam", "sgd"))
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    check_positive_int(seed, "seed", allow_zero=True)
+    if loss_fn is None:
+        loss_fn = cross_entropy_loss
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, x, y) -> (loss, logits), got {type(loss_fn).__name__}")
+    if eval_data is not None:
+        eval_data = _as_xy(eval_data, "eval_data")
+
+    settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                    weight_decay=weight_decay, seed=seed, loss_fn=_describe(loss_fn))
+    path = None
+    if cache:
+        path = _cache_path(model, (x, y), eval_data, settings)
+        hist = _cache_load(model, path)
+        if hist is not None:
+            return hist
+
+    hist = _fit_loop(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                     weight_decay=weight_decay, seed=seed, loss_fn=loss_fn, eval_data=eval_data,
+                     progress=config.progress_enabled(progress), desc=desc)
+    if path is not None:
+        _cache_store(model, hist, path, settings)
+    return hist
+
+
+def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, seed, loss_fn, eval_data, progress, desc):
+    device = _models.device_of(model)
+    x, y = x.to(device), y.to(device)
+    n = x.shape[0]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n_batches = math.ceil(n / batch_size)
+    hist = History()
+    was_training = model.training
+    bar = _progress_bar(epochs * n_batches, desc, progress)
+    try:
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                xb, yb = x[idx], y[idx]
+                loss, logits = loss_fn(model, xb, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                # accumulate on the device: no host synchronisation inside the loop
+                loss_sum += loss.detach() * yb.shape[0]
+                correct += (logits.detach().argmax(1) == yb).sum()
+                bar.update(1)
+            hist.loss.append(float(loss_sum) / n)
+            hist.train_acc.append(float(correct) / n)
+            hist.test_acc.append(evaluate(model, eval_data) if eval_data is not None else math.nan)
+            hist.seconds.append(time.perf_counter() - start)
+            postfix = {"epoch": epoch + 1, "loss": f"{hist.loss[-1]:.3f}", "acc": f"{hist.train_acc[-1]:.3f}"}
+            if eval_data is not None:
+                postfix["test"] = f"{hist.test_acc[-1]:.3f}"
+            bar.set_postfix(postfix)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return hist
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted class indices (B,) of ``x`` in [0, 1], in eval mode, on the model's device."""
+    check_model(model)
+    check_images(x, "x")
+    check_positive_int(batch_size, "batch_size")
+    device = _models.device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(device)).argmax(1) for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out).cpu()
+
+
+def evaluate(model: torch.nn.Module, data, *, batch_size: int = 1024) -> float:
+    """Accuracy of ``model`` on ``data = (x, y)``, in eval mode (the mode is restored)."""
+    x, y = _as_xy(data, "data")
+    return float((predict(model, x, batch_size=batch_size) == y.cpu()).float().mean())
+
+
+def trained_model(
+    dataset: str | None = None,
+    arch: str | None = None,
+    *,
+    width: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: bool | None = None,
+    cache: bool = True,
+) -> Trained:
+    """The standard model of the active profile, trained on ``dataset`` (cached on disk).
+
+    Chapters call this instead of writing a training loop; the first call trains (with a
+    progress bar), later calls with the same arguments load the cached weights.
+
+    Returns
+    -------
+    Trained
+        ``(model, history)``; the model is in eval mode on ``device`` (default
+        :func:`robustlab.models.best_device`).
+    """
+    prof = config.profile()
+    dataset = prof.dataset if dataset is None else dataset
+    train, test = _data.load(dataset)
+    model = _models.build(arch, dataset, width=width, seed=seed)
+    model.to(_models.best_device() if device is None else device)
+    hist = fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
+               batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
+               desc=f"training {model.__class__.__name__} on {dataset}")
+    model.eval()
+    return Trained(model, hist)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _describe(fn) -> str:
+    if isinstance(fn, functools.partial):
+        return f"partial({_describe(fn.func)}, args={fn.args!r}, kwargs={sorted(fn.keywords.items())!r})"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', '?')}.{name}"
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(str((tuple(t.shape), str(t.dtype))).encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def _cache_path(model, train, eval_data, settings):
+    if "<lambda>" in settings["loss_fn"] or "<locals>" in settings["loss_fn"]:
+        raise ValueError("cache=True needs loss_fn to be a module-level function (lambdas and local functions have no stable name)")
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, "model": repr(model), **settings}, sort_keys=True).encode())
+    for t in model.state_dict().values():
+        _hash_tensor(h, t)
+    for t in train:
+        _hash_tensor(h, t)
+    if eval_data is not None:
+        for t in eval_data:
+            _hash_tensor(h, t)
+    return config.cache_dir() / "models" / f"{h.hexdigest()[:32]}.pt"
+
+
+def _cache_load(model, path):
+    if not path.exists():
+        return None
+    blob = torch.load(path, map_location=_models.device_of(model), weights_only=True)
+    model.load_state_dict(blob["state_dict"])
+    return History(**blob["history"], from_cache=True)
+
+
+def _cache_store(model, hist, path, settings):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "history": hist.as_dict(), "settings": settings}, tmp)
+    os.replace(tmp, path)
