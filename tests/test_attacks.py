@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+import robustlab as rl
+
+
+class Linear2(torch.nn.Module):
+    """Two-class linear model: the FGSM step has a closed form."""
+
+    def __init__(self, w0, w1):
+        super().__init__()
+        self.lin = torch.nn.Linear(w0.numel(), 2, bias=False)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.stack([w0, w1]))
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def test_fgsm_matches_the_closed_form_on_a_linear_model():
+    torch.manual_seed(0)
+    w0, w1 = torch.randn(16), torch.randn(16)
+    model = Linear2(w0, w1)
+    x = torch.full((3, 16), 0.5)
+    y = torch.tensor([0, 1, 0])
+    x_adv = rl.attacks.fgsm(model, x, y, eps=0.1)
+    # raising the CE of the true class y moves along sign(w_other - w_y)
+    expected = torch.stack([torch.sign(w1 - w0), torch.sign(w0 - w1), torch.sign(w1 - w0)])
+    assert torch.allclose(x_adv - x, 0.1 * expected)
+    # targeted at the other class: the same direction
+    x_t = rl.attacks.fgsm(model, x, y, eps=0.1, targets=1 - y)
+    assert torch.allclose(x_t, x_adv)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fgsm_respects_the_contract_on_random_models_and_inputs(seed):
+    torch.manual_seed(seed)
+    model = rl.models.build("cnn", "digits", width=4, seed=seed)
+    model.train()
+    x = torch.rand(16, 1, 8, 8)
+    x[:4] = 0.0
+    x[4:8] = 1.0  # inputs on the box's faces must stay inside it
+    y = torch.randint(0, 10, (16,))
+    eps = torch.rand(16) * 0.3
+    x_adv = rl.attacks.fgsm(model, x, y, eps=eps)
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert bool(((x_adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all())
+    assert model.training, "the model's mode must be restored"
+    assert all(p.grad is None for p in model.parameters()), "attacks must not touch parameter gradients"
+    assert not x_adv.requires_grad
+
+
+def test_fgsm_with_zero_budget_returns_the_input(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    assert torch.equal(rl.attacks.fgsm(tiny_model, x, y, eps=0.0), x)
+
+
+def test_fgsm_is_much_stronger_than_random_noise_of_the_same_size(digits):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test
+    clean = rl.train.evaluate(model, test)
+    adv = rl.train.evaluate(model, (rl.attacks.fgsm(model, x, y, eps=0.2), y))
+    g = torch.Generator().manual_seed(0)
+    noise = (x + 0.2 * torch.randint(0, 2, x.shape, generator=g).mul(2).sub(1)).clamp(0, 1)
+    rand = rl.train.evaluate(model, (noise, y))
+    assert clean > 0.95
+    assert adv < 0.35 and rand > 0.85, (clean, adv, rand)
+
+
+def test_targeted_fgsm_raises_the_target_probability(digits):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test.x[:100], test.y[:100]
+    t = (y + 1) % 10
+    x_t = rl.attacks.fgsm(model, x, y, eps=0.1, targets=t)
+    with torch.no_grad():
+        before = model(x).softmax(1).gather(1, t[:, None])
+        after = model(x_t).softmax(1).gather(1, t[:, None])
+    assert float((after > before).float().mean()) > 0.9
+
+
+def test_fgsm_arguments_are_checked(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        rl.attacks.fgsm(tiny_model, x, y, eps=-0.1)
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
+        rl.attacks.fgsm(tiny_model, x * 255, y, eps=0.1)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        rl.attacks.fgsm(tiny_model, torch.full((4, 1, 8, 8), float("nan")), y, eps=0.1)
+    with pytest.raises(ValueError, match="y has 3 labels but the batch has 4"):
+        rl.attacks.fgsm(tiny_model, x, y[:3], eps=0.1)
+    with pytest.raises(TypeError, match="y must be an int64"):
+        rl.attacks.fgsm(tiny_model, x, y.float(), eps=0.1)
+    with pytest.raises(ValueError, match="targets has 2 labels"):
+        rl.attacks.fgsm(tiny_model, x, y, eps=0.1, targets=y[:2])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        rl.attacks.fgsm(lambda t: t, x, y, eps=0.1)
+    with pytest.raises(ValueError, match=r"eps must be a number or a tensor of shape \(4,\)"):
+        rl.attacks.fgsm(tiny_model, x, y, eps=torch.ones(2))
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        rl.attacks.fgsm(tiny_model, x, y, eps=None)
+
+
+def test_eval_mode_is_restored_even_after_an_error(tiny_model):
+    tiny_model.train()
+    with pytest.raises(RuntimeError):
+        with rl.attacks.eval_mode(tiny_model):
+            assert not tiny_model.training
+            raise RuntimeError("boom")
+    assert tiny_model.training
+
+
+def test_input_gradient_leaves_parameters_alone(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    g = rl.attacks.input_gradient(tiny_model, x, y)
+    assert g.shape == x.shape and float(g.abs().sum()) > 0
+    assert all(p.grad is None for p in tiny_model.parameters())
+    with pytest.raises(ValueError, match="loss must be 'ce'"):
+        rl.attacks.input_gradient(tiny_model, x, y, loss="mse")

@@ -1,0 +1,156 @@
+import functools
+import math
+
+import pytest
+import torch
+
+import robustlab as rl
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_fit_learns_the_digits(digits):
+    train, test = digits
+    model = rl.models.build("mlp", "digits", width=4, seed=0)
+    hist = rl.train.fit(model, train, epochs=5, lr=3e-3, eval_data=test, progress=False)
+    assert hist.epochs == 5 and len(hist.test_acc) == 5 and len(hist.seconds) == 5
+    assert hist.loss[-1] < hist.loss[0]
+    assert hist.test_acc[-1] > 0.85
+    assert rl.train.evaluate(model, test) == pytest.approx(hist.test_acc[-1])
+
+
+def test_fit_is_reproducible_with_a_seed(digits):
+    train, _ = digits
+    runs = []
+    for _ in range(2):
+        model = rl.models.build("mlp", "digits", width=2, seed=5)
+        rl.train.fit(model, train, epochs=1, seed=7, progress=False)
+        runs.append(_params(model))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    model = rl.models.build("mlp", "digits", width=2, seed=5)
+    rl.train.fit(model, train, epochs=1, seed=8, progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], _params(model)))
+
+
+def test_cache_returns_the_same_weights_without_training(digits, tmp_path):
+    train, test = digits
+    rl.set_cache_dir(tmp_path)
+    m1 = rl.models.build("mlp", "digits", width=2, seed=0)
+    h1 = rl.train.fit(m1, train, epochs=2, eval_data=test, cache=True, progress=False)
+    assert not h1.from_cache
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+    m2 = rl.models.build("mlp", "digits", width=2, seed=0)
+    h2 = rl.train.fit(m2, train, epochs=2, eval_data=test, cache=True, progress=False)
+    assert h2.from_cache and h2.test_acc == h1.test_acc
+    assert all(torch.equal(a, b) for a, b in zip(_params(m1), _params(m2)))
+
+
+@pytest.mark.parametrize("change", ["lr", "epochs", "seed", "init", "data", "loss"])
+def test_cache_key_covers_the_whole_configuration(digits, tmp_path, change):
+    train, _ = digits
+    rl.set_cache_dir(tmp_path)
+    base = dict(epochs=1, lr=1e-3, seed=0, cache=True, progress=False)
+    rl.train.fit(rl.models.build("mlp", "digits", width=2, seed=0), train, **base)
+    kw, init_seed, data = dict(base), 0, train
+    if change in ("lr", "epochs", "seed"):
+        kw[change] = {"lr": 2e-3, "epochs": 2, "seed": 1}[change]
+    elif change == "init":
+        init_seed = 1
+    elif change == "data":
+        data = rl.data.subset(train, 1000)
+    else:
+        kw["loss_fn"] = functools.partial(_scaled_ce, scale=2.0)
+    hist = rl.train.fit(rl.models.build("mlp", "digits", width=2, seed=init_seed), data, **kw)
+    assert not hist.from_cache
+
+
+def _scaled_ce(model, x, y, scale=1.0):
+    logits = model(x)
+    return scale * torch.nn.functional.cross_entropy(logits, y), logits
+
+
+def test_a_custom_loss_is_used(digits):
+    train, _ = digits
+    calls = []
+
+    def loss_fn(model, x, y):
+        calls.append(x.shape[0])
+        return rl.train.cross_entropy_loss(model, x, y)
+
+    rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, batch_size=500, loss_fn=loss_fn, progress=False)
+    assert calls == [500, 500, train.x.shape[0] - 1000]
+    with pytest.raises(ValueError, match="module-level function"):
+        rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, loss_fn=loss_fn, cache=True)
+
+
+def test_fit_and_evaluate_restore_the_model_mode(digits):
+    train, test = digits
+    model = rl.models.build("mlp", "digits", width=2)
+    model.eval()
+    rl.train.fit(model, train, epochs=1, progress=False)
+    assert not model.training
+    model.train()
+    rl.train.evaluate(model, test)
+    assert model.training
+
+
+def test_predict_batches_and_returns_labels(digits):
+    _, test = digits
+    model = rl.models.build("mlp", "digits", width=2)
+    a = rl.train.predict(model, test.x, batch_size=7)
+    b = rl.train.predict(model, test.x)
+    assert torch.equal(a, b) and a.dtype == torch.int64 and a.shape == test.y.shape
+
+
+def test_history_plots(digits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    train, test = digits
+    hist = rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=2, eval_data=test, progress=False)
+    ax = hist.plot()
+    assert len(ax.get_lines()) == 1 and ax.get_xlabel() == "epoch"
+    no_eval = rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, progress=False)
+    assert math.isnan(no_eval.test_acc[0])
+    no_eval.plot()
+
+
+def test_trained_model_uses_the_profile_and_the_cache():
+    model, hist = rl.train.trained_model(epochs=2, progress=False)
+    assert isinstance(model, rl.models.SmallCNN) and not model.training
+    again, hist2 = rl.train.trained_model(epochs=2, progress=False)
+    assert hist2.from_cache and all(torch.equal(a, b) for a, b in zip(_params(model), _params(again)))
+
+
+def test_fit_arguments_are_checked(digits):
+    train, _ = digits
+    model = rl.models.build("mlp", "digits", width=2)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        rl.train.fit(model, train, epochs=0)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        rl.train.fit(model, train, epochs=1, lr=-1.0)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        rl.train.fit(model, train, epochs=1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match=r"train.x must have values in \[0, 1\]"):
+        rl.train.fit(model, (train.x * 16, train.y), epochs=1)
+    with pytest.raises(ValueError, match="train.y has 10 labels"):
+        rl.train.fit(model, (train.x, train.y[:10]), epochs=1)
+    with pytest.raises(TypeError, match="train must be a Split or an"):
+        rl.train.fit(model, train.x, epochs=1)
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        rl.train.fit(model, train, epochs=1, loss_fn="ce")
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        rl.train.fit(model, train, epochs=1, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        rl.train.predict(model, train.x, batch_size=0)
+
+
+def test_seed_everything_seeds_torch():
+    rl.train.seed_everything(3)
+    a = torch.rand(3)
+    rl.train.seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
+    with pytest.raises(ValueError, match="seed"):
+        rl.train.seed_everything(-1)
