@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +36,17 @@ def fake_data_root(tmp_path_factory):
     write_mnist(root, folder="FashionMNIST")
     write_cifar10(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """The book's HTML in _build/html, built (warnings as errors) if it is not there yet."""
+    html = REPO / "_build" / "html"
+    if not (html / "index.html").exists():
+        cmd = [shutil.which("jupyter-book") or "jupyter-book", "build", str(REPO), "-W", "-n", "--keep-going"]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return html
 
 
 @pytest.fixture
