@@ -41,7 +41,7 @@ def test_execution_is_cached_with_a_cell_timeout_and_no_errors_allowed():
 
 
 def test_math_is_served_offline_and_citations_come_from_bibtex():
-    assert "sphinx_mathjax_offline" in CONFIG["sphinx"]["extra_extensions"]
+    assert "sphinx-mathjax-offline" in CONFIG["sphinx"]["extra_extensions"]
     for bib in CONFIG["bibtex_bibfiles"]:
         assert (REPO / bib).is_file(), bib
 
