@@ -133,7 +133,8 @@ def build(arch: str | None = None, dataset: str | None = None, *, width: int | N
     Parameters
     ----------
     arch : {"mlp", "cnn", "resnet"}, optional
-        Defaults to the active profile's architecture.
+        Defaults to the active profile's architecture (under the full profile, the
+        ResNet for CIFAR-10).
     dataset : str, optional
         Defaults to the active profile's data set; fixes the input shape, number of
         classes and normalization statistics.
@@ -149,9 +150,10 @@ def build(arch: str | None = None, dataset: str | None = None, *, width: int | N
     torch.Size([2, 10])
     """
     prof = config.profile()
-    arch = prof.arch if arch is None else arch
-    check_choice(arch, "arch", ARCHS)
     meta = _data.info(dataset)
+    if arch is None:
+        arch = "resnet" if (prof.name == "full" and meta.name == "cifar10") else prof.arch
+    check_choice(arch, "arch", ARCHS)
     width = prof.width if width is None else width
     check_positive_int(width, "width")
     if seed is not None:

@@ -34,6 +34,7 @@ def test_build_is_seeded_and_follows_the_profile(monkeypatch):
     monkeypatch.setenv("ROBUSTLAB_PROFILE", "full")
     full = rl.models.build()
     assert full(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+    assert isinstance(rl.models.build(dataset="cifar10", width=4), rl.models.ResNet)
 
 
 def test_build_refuses_unknown_arguments_by_name():
