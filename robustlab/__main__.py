@@ -1,0 +1,147 @@
+"""The ``robustlab`` command line (``python -m robustlab`` or the ``robustlab`` script).
+
+Subcommands::
+
+    robustlab labs release [LAB ...] [--source DIR] [--release DIR]
+        Regenerate the student versions labs/<lab>/ from solutions/<lab>/ with nbgrader
+        (every lab when none is named).
+
+    robustlab labs autograde SUBMISSIONS --lab LAB [--out grades.csv] [--course-dir DIR]
+                             [--timeout S] [--source DIR]
+        Grade SUBMISSIONS/<student>/<notebook>.ipynb (or SUBMISSIONS/<student>/<lab>/...)
+        with nbgrader, write the grades CSV and print a table of scores.
+
+    robustlab warmup [--profile quick|full] [--cache-dir DIR]
+        Train and cache the chapters' standard model of a profile, so that a lecture
+        starts without training.
+
+See :mod:`robustlab.grading` for what release and autograde do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``robustlab`` command."""
+    parser = argparse.ArgumentParser(
+        prog="robustlab",
+        description="Course tools of robustlab: release and autograde the labs, warm the model cache.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    labs = commands.add_parser("labs", help="release and autograde the nbgrader labs",
+                               description="Release and autograde the nbgrader labs.")
+    lab_commands = labs.add_subparsers(dest="labs_command", metavar="ACTION", required=True)
+
+    rel = lab_commands.add_parser(
+        "release", help="regenerate the student versions of the labs",
+        description="Regenerate RELEASE/<lab>/ from SOURCE/<lab>/ with nbgrader generate_assignment.",
+    )
+    rel.add_argument("labs", nargs="*", metavar="LAB", help="labs to release (default: every lab in --source)")
+    rel.add_argument("--source", default="solutions", metavar="DIR", help="lab sources (default: %(default)s)")
+    rel.add_argument("--release", default="labs", metavar="DIR", help="student versions (default: %(default)s)")
+
+    from .grading import DEFAULT_TIMEOUT
+
+    grade = lab_commands.add_parser(
+        "autograde", help="grade students' submissions of a lab",
+        description=(
+            "Grade the submissions of one lab with nbgrader. SUBMISSIONS holds one folder per student "
+            "(its name is the student id) with the lab's notebook in it, either directly "
+            "(SUBMISSIONS/<student>/<notebook>.ipynb) or in a folder named after the lab "
+            "(SUBMISSIONS/<student>/<lab>/<notebook>.ipynb)."
+        ),
+    )
+    grade.add_argument("submissions", metavar="SUBMISSIONS", help="folder of student folders")
+    grade.add_argument("--lab", required=True, help="lab id, e.g. lab0")
+    grade.add_argument("--out", default="grades.csv", metavar="CSV", help="grades file to write (default: %(default)s)")
+    grade.add_argument("--course-dir", default=None, metavar="DIR",
+                       help="keep nbgrader's course directory (gradebook, graded notebooks, log) there "
+                            "(default: a temporary one)")
+    grade.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                       help="seconds one cell may run before it is interrupted (default: %(default)s)")
+    grade.add_argument("--source", default="solutions", metavar="DIR", help="lab sources (default: %(default)s)")
+
+    warm = commands.add_parser(
+        "warmup", help="train and cache the chapters' standard model",
+        description="Train (or load from the cache) the standard model of a profile with "
+                    "robustlab.train.trained_model(), so that chapters start instantly.",
+    )
+    warm.add_argument("--profile", choices=("quick", "full"), default=None,
+                      help="profile to warm (default: the active one, ROBUSTLAB_PROFILE or quick)")
+    warm.add_argument("--cache-dir", default=None, metavar="DIR",
+                      help="model cache (default: ROBUSTLAB_CACHE or ~/.cache/robustlab)")
+    return parser
+
+
+def _release(args) -> int:
+    from . import grading
+
+    written = grading.release(source=args.source, release=args.release, labs=args.labs or None)
+    for path in written:
+        print(f"released {path}")
+    return 0
+
+
+def _autograde(args) -> int:
+    from . import grading
+
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", grading.GradingWarning)
+        rows = grading.autograde(args.submissions, lab=args.lab, out=args.out, course_dir=args.course_dir,
+                                 timeout=args.timeout, source=args.source)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    width = max([len("student")] + [len(row["student_id"]) for row in rows])
+    print(f"{'student':<{width}}  {'score':>6}  {'max':>6}")
+    for row in rows:
+        print(f"{row['student_id']:<{width}}  {row['score']:>6.1f}  {row['max_score']:>6.1f}")
+    print(f"{len(rows)} submission(s) of {args.lab} graded in {time.perf_counter() - start:.0f} s; grades in {args.out}")
+    return 0
+
+
+def _warmup(args) -> int:
+    from . import config, train
+
+    if args.profile is not None:
+        config.set_profile(args.profile)
+    if args.cache_dir is not None:
+        config.set_cache_dir(args.cache_dir)
+    prof = config.profile()
+    print(f"profile {prof.name!r}: standard {prof.arch} on {prof.dataset}, cache {config.cache_dir()}")
+    start = time.perf_counter()
+    model, history = train.trained_model()
+    source = "loaded from the cache" if history.from_cache else f"trained in {time.perf_counter() - start:.0f} s"
+    print(f"{model.__class__.__name__}: test accuracy {history.test_acc[-1]:.1%} ({source})")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the ``robustlab`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "warmup":
+        handler = _warmup
+    elif args.labs_command == "release":
+        handler = _release
+    else:
+        handler = _autograde
+    from .grading import GradingError
+
+    try:
+        return handler(args)
+    except (ValueError, TypeError, GradingError) as err:
+        print(f"robustlab: error: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, GradingError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
