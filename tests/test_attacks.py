@@ -116,5 +116,116 @@ def test_input_gradient_leaves_parameters_alone(tiny_model):
     g = rl.attacks.input_gradient(tiny_model, x, y)
     assert g.shape == x.shape and float(g.abs().sum()) > 0
     assert all(p.grad is None for p in tiny_model.parameters())
-    with pytest.raises(ValueError, match="loss must be 'ce'"):
+    with pytest.raises(ValueError, match="loss must be one of"):
         rl.attacks.input_gradient(tiny_model, x, y, loss="mse")
+
+
+# ----------------------------------------------------------------------------- PGD
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("seed", range(3))
+def test_pgd_respects_the_contract_on_random_models_and_inputs(norm, seed):
+    torch.manual_seed(seed)
+    model = rl.models.build("cnn", "digits", width=4, seed=seed).train()
+    x = torch.rand(12, 1, 8, 8)
+    x[:3] = 0.0
+    x[3:6] = 1.0
+    y = torch.randint(0, 10, (12,))
+    eps = torch.rand(12) * (0.3 if norm == "linf" else 2.0)
+    x_adv = rl.attacks.pgd(model, x, y, eps=eps, norm=norm, steps=7, restarts=2, seed=seed)
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert bool((rl.norms.lp_distance(x_adv, x, norm) <= eps + 1e-5).all())
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_pgd_reaches_the_analytic_optimum_on_a_linear_model():
+    torch.manual_seed(1)
+    w0, w1 = torch.randn(16), torch.randn(16)
+    model = Linear2(w0, w1)
+    x = torch.full((2, 16), 0.5)
+    y = torch.tensor([0, 1])
+    margin = lambda z: (model(z)[:, 1] - model(z)[:, 0]) * torch.tensor([1.0, -1.0])  # other minus own  # noqa: E731
+    d = w1 - w0
+    for norm, best_gain in (("linf", 0.1 * d.abs().sum()), ("l2", 0.1 * d.norm())):
+        x_adv = rl.attacks.pgd(model, x, y, eps=0.1, norm=norm, steps=20, loss="cw", random_start=False)
+        gain = margin(x_adv) - margin(x)
+        assert torch.allclose(gain, best_gain.expand(2), rtol=1e-3), (norm, gain, best_gain)
+
+
+def test_pgd_finds_an_adversarial_example_whenever_brute_force_does():
+    # tiny inputs: a 2-D ReLU network, and a dense grid of the Linf ball as ground truth
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 3))
+    with torch.no_grad():  # steeper first layer: several decision boundaries inside the unit square
+        model[0].weight.mul_(8)
+        model[0].bias.uniform_(-4, 4)
+    x = torch.rand(60, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps = 0.15
+    t = torch.linspace(-eps, eps, 121)
+    offsets = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    exists = []
+    with torch.no_grad():
+        for i in range(60):
+            pts = (x[i] + offsets).clamp(0, 1)
+            exists.append(bool((model(pts).argmax(1) != y[i]).any()))
+    exists = torch.tensor(exists)
+    assert 5 <= int(exists.sum()) < 60, "the test needs both robust and non-robust points"
+    x_adv = rl.attacks.pgd(model, x, y, eps=eps, steps=50, restarts=5, seed=0)
+    with torch.no_grad():
+        found = model(x_adv).argmax(1) != y
+    assert bool(found[exists].all()), f"PGD missed {int((exists & ~found).sum())} of {int(exists.sum())} attackable points"
+    assert not bool(found[~exists].any()), "PGD 'found' an example the grid says cannot exist"
+
+
+def test_pgd_restarts_keep_the_best_result_per_sample(digits):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test.x[:200], test.y[:200]
+    one = rl.attacks.pgd(model, x, y, eps=0.1, steps=5, restarts=1, seed=3)
+    five = rl.attacks.pgd(model, x, y, eps=0.1, steps=5, restarts=5, seed=3)
+    fooled_one = rl.train.predict(model, one) != y
+    fooled_five = rl.train.predict(model, five) != y
+    assert bool(fooled_five[fooled_one].all()), "a restart may never undo another restart's success"
+    assert int(fooled_five.sum()) >= int(fooled_one.sum())
+
+
+def test_pgd_is_stronger_than_fgsm_and_more_steps_are_never_weaker(digits):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test
+    acc = lambda xa: rl.train.evaluate(model, (xa, y))  # noqa: E731
+    fgsm_acc = acc(rl.attacks.fgsm(model, x, y, eps=0.1))
+    pgd10 = acc(rl.attacks.pgd(model, x, y, eps=0.1, steps=10, seed=0))
+    pgd50 = acc(rl.attacks.pgd(model, x, y, eps=0.1, steps=50, seed=0))
+    assert pgd10 <= fgsm_acc and pgd50 <= pgd10 + 0.01, (fgsm_acc, pgd10, pgd50)
+    assert acc(rl.attacks.pgd(model, x, y, eps=1.0, steps=20, seed=0)) == 0.0  # the whole box: nothing survives
+
+
+def test_targeted_pgd_reaches_its_targets(digits):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test.x[:100], test.y[:100]
+    t = (y + 3) % 10
+    for loss in ("ce", "cw"):
+        x_t = rl.attacks.pgd(model, x, y, eps=0.3, steps=40, targets=t, loss=loss, seed=0)
+        assert float((rl.train.predict(model, x_t) == t).float().mean()) > 0.9, loss
+
+
+def test_pgd_arguments_are_checked(tiny_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, norm="l1")
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, steps=0)
+    with pytest.raises(ValueError, match="restarts > 1 needs random_start"):
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, restarts=3, random_start=False)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, loss="kl")
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, step_size=-1.0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        rl.attacks.pgd(tiny_model, x, y, eps=-0.1)
