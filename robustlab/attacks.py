@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from . import models as _models
 from ._validate import check_images, check_labels, check_model, check_nonneg
 
-__all__ = ["fgsm", "pgd", "eval_mode", "input_gradient", "attack_objective", "LOSSES"]
+__all__ = ["fgsm", "pgd", "smallest_eps", "eval_mode", "input_gradient", "attack_objective", "LOSSES"]
 
 LOSSES = ("ce", "cw")
 
@@ -291,3 +291,45 @@ def pgd(
             with torch.no_grad():
                 keep_best(x_adv, model(x_adv))
     return best_x.detach()
+
+
+def smallest_eps(attack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps_grid, *,
+                 targets: torch.Tensor | None = None, **attack_kwargs):
+    """Per input, the smallest ``eps`` of a grid at which ``attack`` succeeds.
+
+    Runs ``attack(model, x, y, eps=e, targets=targets, **attack_kwargs)`` for every ``e`` of
+    the increasing ``eps_grid`` on the inputs not yet fooled and records, per input, the
+    first ``e`` that changes the prediction (untargeted) or reaches the target.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``eps`` (B,), NaN where no ``e`` of the grid succeeds, and ``x_adv`` (B, ...) on the
+        CPU: the successful input at that ``eps``, or ``x`` itself where none succeeded.
+    """
+    from ._validate import check_images
+    from .train import predict
+
+    if not callable(attack):
+        raise TypeError(f"attack must be callable as attack(model, x, y, *, eps, ...), got {type(attack).__name__}")
+    check_images(x, "x")
+    grid = [float(e) for e in eps_grid]
+    if not grid:
+        raise ValueError("eps_grid must hold at least one value")
+    if any(e < 0 for e in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"eps_grid must be increasing and >= 0, got {grid}")
+    x = x.detach().cpu()
+    y = y.cpu()
+    found = torch.full((x.shape[0],), float("nan"))
+    x_found = x.clone()
+    for e in grid:
+        todo = torch.nonzero(found.isnan()).flatten()
+        if len(todo) == 0:
+            break
+        t = targets.cpu()[todo] if targets is not None else None
+        x_e = attack(model, x[todo], y[todo], eps=e, targets=t, **attack_kwargs).cpu()
+        pred = predict(model, x_e)
+        ok = pred == t if t is not None else pred != y[todo]
+        found[todo[ok]] = e
+        x_found[todo[ok]] = x_e[ok]
+    return found, x_found

@@ -31,6 +31,7 @@ __all__ = [
     "info",
     "load",
     "subset",
+    "shift",
     "gaussian_mixture",
     "linearly_separable",
     "concentric_spheres",
@@ -135,6 +136,34 @@ def subset(split: Split, n: int, *, seed: int = 0) -> Split:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(total, generator=g)[:n].sort().values
     return Split(split.x[idx], split.y[idx])
+
+
+def shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
+    """Translate images (B, C, H, W) by ``dy`` rows down and ``dx`` columns right.
+
+    Pixels that move out of the frame are lost and black (0) pixels enter on the other
+    side, as when a digit is written a little off-centre. Negative values shift up / left.
+
+    >>> shift(torch.eye(3).view(1, 1, 3, 3), dy=1)[0, 0]
+    tensor([[0., 0., 0.],
+            [1., 0., 0.],
+            [0., 1., 0.]])
+    """
+    from ._validate import check_tensor
+
+    check_tensor(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images of shape (B, C, H, W), got shape {tuple(x.shape)}")
+    for value, name, size in ((dy, "dy", x.shape[2]), (dx, "dx", x.shape[3])):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an integer number of pixels, got {type(value).__name__}")
+        if abs(value) >= size:
+            raise ValueError(f"{name} must be smaller than the image ({size} pixels) in absolute value, got {value}")
+    h, w = x.shape[2], x.shape[3]
+    out = torch.zeros_like(x)
+    out[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, :, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 def _load_digits() -> tuple[Split, Split]:

@@ -25,7 +25,7 @@ import torch
 
 from ._validate import as_batch_param, check_nonneg, check_same_shape, check_tensor, check_finite, parse_norm
 
-__all__ = ["lp_norm", "lp_distance", "project_linf", "project_l2", "project_l1", "project", "project_box"]
+__all__ = ["lp_norm", "lp_distance", "pairwise_lp_distance", "project_linf", "project_l2", "project_l1", "project", "project_box"]
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -65,6 +65,34 @@ def lp_distance(x: torch.Tensor, x2: torch.Tensor, p="l2") -> torch.Tensor:
     check_tensor(x2, "x2")
     check_same_shape(x, x2, "x", "x2")
     return lp_norm(x - x2, p)
+
+
+def pairwise_lp_distance(x: torch.Tensor, refs: torch.Tensor, p="l2", *, chunk: int = 64, device=None) -> torch.Tensor:
+    """Matrix (B, R) of the Lp distances from every ``x[i]`` to every ``refs[j]``.
+
+    Computed in chunks of ``chunk`` rows on ``device`` (default: ``x``'s device; pass a
+    model's device to use a GPU) and returned on the CPU.
+    """
+    from ._validate import check_positive_int
+
+    p_val = parse_norm(p, "p")
+    xf, rf = _flat(x, "x"), _flat(refs, "refs")
+    if xf.shape[1] != rf.shape[1]:
+        raise ValueError(f"x and refs must hold inputs of the same size, got {tuple(x.shape[1:])} and {tuple(refs.shape[1:])}")
+    check_positive_int(chunk, "chunk")
+    device = xf.device if device is None else torch.device(device)
+    rf = rf.to(device)
+    rows = []
+    for start in range(0, xf.shape[0], chunk):
+        diff = xf[start:start + chunk].to(device)[:, None, :] - rf[None, :, :]
+        if p_val == 0:
+            d = (diff != 0).sum(2).to(xf.dtype)
+        elif p_val == math.inf:
+            d = diff.abs().amax(2)
+        else:
+            d = torch.linalg.vector_norm(diff, ord=p_val, dim=2)
+        rows.append(d.cpu())
+    return torch.cat(rows)
 
 
 def _prepare(x, center, eps):

@@ -38,6 +38,7 @@ __all__ = [
     "fit",
     "evaluate",
     "predict",
+    "predict_proba",
     "trained_model",
     "seed_everything",
 ]
@@ -280,6 +281,25 @@ def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) 
     finally:
         model.train(was_training)
     return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities (B, K) of ``x`` in [0, 1], in eval mode, returned on the CPU.
+
+    ``predict_proba(model, x).amax(1)`` is the model's confidence in its prediction.
+    """
+    check_model(model)
+    check_images(x, "x")
+    check_positive_int(batch_size, "batch_size")
+    device = _models.device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(device)).softmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
 
 
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 1024) -> float:

@@ -229,3 +229,36 @@ def test_pgd_arguments_are_checked(tiny_model):
         rl.attacks.pgd(tiny_model, x, y, eps=0.1, step_size=-1.0)
     with pytest.raises(ValueError, match="eps must be >= 0"):
         rl.attacks.pgd(tiny_model, x, y, eps=-0.1)
+
+
+def test_smallest_eps_finds_the_first_successful_radius_on_a_linear_model():
+    # for FGSM on a 2-class linear model the margin falls linearly in eps: the first grid
+    # point past margin / ||w1 - w0||_1 is the answer
+    torch.manual_seed(2)
+    w0, w1 = torch.randn(16), torch.randn(16)
+    model = Linear2(w0, w1)
+    x = 0.3 + 0.4 * torch.rand(8, 16)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        logits = model(x)
+    margin = (logits.gather(1, y[:, None]) - logits.gather(1, (1 - y)[:, None])).squeeze(1)
+    needed = margin / (w1 - w0).abs().sum()
+    grid = torch.linspace(0.01, 0.3, 30)
+    found, x_found = rl.attacks.smallest_eps(rl.attacks.fgsm, model, x, y, grid)
+    for i in range(8):
+        if needed[i] > 0.3:
+            assert torch.isnan(found[i]) and torch.equal(x_found[i], x[i])
+        else:
+            expected = float(grid[grid >= needed[i] - 1e-6][0])
+            assert float(found[i]) == pytest.approx(expected, abs=1e-6)
+            assert int(model(x_found[i:i + 1]).argmax(1)) != int(y[i])
+
+
+def test_smallest_eps_arguments_are_checked(tiny_model):
+    x, y = torch.rand(2, 1, 8, 8), torch.arange(2)
+    with pytest.raises(ValueError, match="eps_grid must be increasing"):
+        rl.attacks.smallest_eps(rl.attacks.fgsm, tiny_model, x, y, [0.2, 0.1])
+    with pytest.raises(ValueError, match="eps_grid must hold at least one value"):
+        rl.attacks.smallest_eps(rl.attacks.fgsm, tiny_model, x, y, [])
+    with pytest.raises(TypeError, match="attack must be callable"):
+        rl.attacks.smallest_eps("fgsm", tiny_model, x, y, [0.1])

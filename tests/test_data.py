@@ -133,3 +133,19 @@ def test_concentric_spheres_lie_on_their_radii():
     assert int(y.sum()) == 200
     with pytest.raises(ValueError, match="r_outer"):
         rl.data.concentric_spheres(10, 3, r_inner=2.0, r_outer=1.0)
+
+
+def test_shift_moves_images_and_fills_with_black():
+    x = torch.arange(1, 10, dtype=torch.float32).view(1, 1, 3, 3) / 10
+    down = rl.data.shift(x, dy=1)
+    assert torch.equal(down[0, 0, 0], torch.zeros(3)) and torch.equal(down[0, 0, 1:], x[0, 0, :2])
+    left = rl.data.shift(x, dx=-2)
+    assert torch.equal(left[0, 0, :, 0], x[0, 0, :, 2]) and float(left[0, 0, :, 1:].abs().sum()) == 0
+    assert torch.equal(rl.data.shift(x), x)
+    assert torch.equal(rl.data.shift(rl.data.shift(x, 1, 1), -1, -1)[..., :2, :2], x[..., :2, :2])
+    with pytest.raises(ValueError, match="dy must be smaller than the image"):
+        rl.data.shift(x, dy=3)
+    with pytest.raises(TypeError, match="dx must be an integer"):
+        rl.data.shift(x, dx=0.5)
+    with pytest.raises(ValueError, match=r"x must be a batch of images of shape \(B, C, H, W\)"):
+        rl.data.shift(torch.rand(3, 9))

@@ -126,3 +126,21 @@ def test_box_projection():
     assert torch.equal(N.project_box(x), torch.tensor([[0.0, 0.5, 1.0]]))
     with pytest.raises(ValueError, match="low must be below high"):
         N.project_box(x, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("p", ["l0", "l1", "l2", "linf"])
+def test_pairwise_distances_agree_with_the_per_sample_distance(p):
+    g = torch.Generator().manual_seed(0)
+    x, refs = torch.rand(5, 1, 4, 4, generator=g), torch.rand(7, 1, 4, 4, generator=g)
+    refs[0] = x[0]  # a zero distance
+    d = N.pairwise_lp_distance(x, refs, p, chunk=2)
+    assert d.shape == (5, 7) and float(d[0, 0]) == 0.0
+    for j in range(7):
+        assert torch.allclose(d[:, j], N.lp_distance(x, refs[j].expand_as(x), p))
+
+
+def test_pairwise_distance_arguments_are_checked():
+    with pytest.raises(ValueError, match="x and refs must hold inputs of the same size"):
+        N.pairwise_lp_distance(torch.rand(2, 4), torch.rand(3, 5))
+    with pytest.raises(ValueError, match="chunk"):
+        N.pairwise_lp_distance(torch.rand(2, 4), torch.rand(3, 4), chunk=0)

@@ -154,3 +154,12 @@ def test_seed_everything_seeds_torch():
     assert torch.equal(a, torch.rand(3))
     with pytest.raises(ValueError, match="seed"):
         rl.train.seed_everything(-1)
+
+
+def test_predict_proba_is_a_distribution_consistent_with_predict(digits):
+    _, test = digits
+    model = rl.models.build("mlp", "digits", width=2).train()
+    probs = rl.train.predict_proba(model, test.x, batch_size=100)
+    assert probs.shape == (test.x.shape[0], 10) and model.training
+    assert torch.allclose(probs.sum(1), torch.ones(test.x.shape[0]), atol=1e-5)
+    assert torch.equal(probs.argmax(1), rl.train.predict(model, test.x))
