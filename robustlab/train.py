@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 CACHE_FORMAT = 1
+SCHEDULES = ("constant", "onecycle", "cosine")
 
 
 @dataclasses.dataclass
@@ -52,13 +53,15 @@ class History:
 
     ``loss`` and ``train_acc`` are averages over the epoch's batches (as trained, so in
     train mode); ``test_acc`` is measured after the epoch on ``eval_data`` (NaN when none
-    was given). ``from_cache`` says the run was loaded, not trained.
+    was given). ``notes`` holds messages that callbacks recorded (for example a rollback
+    after catastrophic overfitting). ``from_cache`` says the run was loaded, not trained.
     """
 
     loss: list = dataclasses.field(default_factory=list)
     train_acc: list = dataclasses.field(default_factory=list)
     test_acc: list = dataclasses.field(default_factory=list)
     seconds: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
     from_cache: bool = False
 
     @property
@@ -147,6 +150,8 @@ def fit(
     eval_data=None,
     progress: bool | None = None,
     cache: bool = False,
+    schedule: str = "constant",
+    callbacks=(),
     desc: str = "training",
 ) -> History:
     """Train ``model`` in place on ``train = (x, y)`` and return its :class:`History`.
@@ -173,7 +178,17 @@ def fit(
         Show a progress bar (default: the global setting).
     cache : bool
         Load the result from the disk cache if this exact configuration was trained
-        before, else train and store it. ``loss_fn`` must then be a named function.
+        before, else train and store it. ``loss_fn`` and ``callbacks`` must then be named
+        functions (or objects whose ``repr`` describes them).
+    schedule : {"constant", "onecycle", "cosine"}
+        Learning-rate schedule, updated every batch: constant; ``"onecycle"`` rises
+        linearly from 0 to ``lr`` over the first 40% of the batches and falls back to 0 (the
+        cyclic schedule of fast adversarial training); ``"cosine"`` decays from ``lr`` to 0.
+    callbacks : sequence of callables
+        Each is called after every epoch as ``callback(epoch, model, history)`` (epoch
+        counted from 0, after the epoch's entries were appended to ``history``); if any
+        returns True, training stops after that epoch. A callback may change the model
+        (e.g. roll it back) and append a message to ``history.notes``.
 
     Returns
     -------
@@ -203,9 +218,15 @@ def fit(
         raise TypeError(f"loss_fn must be callable as loss_fn(model, x, y) -> (loss, logits), got {type(loss_fn).__name__}")
     if eval_data is not None:
         eval_data = _as_xy(eval_data, "eval_data")
+    check_choice(schedule, "schedule", SCHEDULES)
+    callbacks = tuple(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must hold callables callback(epoch, model, history), got {type(cb).__name__}")
 
     settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                    weight_decay=weight_decay, seed=seed, loss_fn=_describe(loss_fn))
+                    weight_decay=weight_decay, seed=seed, loss_fn=_describe(loss_fn), schedule=schedule,
+                    callbacks=[_describe(cb) for cb in callbacks])
     path = None
     if cache:
         path = _cache_path(model, (x, y), eval_data, settings)
@@ -215,13 +236,24 @@ def fit(
 
     hist = _fit_loop(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                      weight_decay=weight_decay, seed=seed, loss_fn=loss_fn, eval_data=eval_data,
-                     progress=config.progress_enabled(progress), desc=desc)
+                     progress=config.progress_enabled(progress), desc=desc, schedule=schedule, callbacks=callbacks)
     if path is not None:
         _cache_store(model, hist, path, settings)
     return hist
 
 
-def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, seed, loss_fn, eval_data, progress, desc):
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at batch ``step`` of ``total`` (0-based)."""
+    t = (step + 1) / total
+    if schedule == "onecycle":
+        return t / 0.4 if t <= 0.4 else max(0.0, (1 - t) / 0.6)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+    return 1.0
+
+
+def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, seed, loss_fn, eval_data, progress, desc,
+              schedule="constant", callbacks=()):
     device = _models.device_of(model)
     x, y = x.to(device), y.to(device)
     n = x.shape[0]
@@ -243,6 +275,10 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             for i in range(0, n, batch_size):
+                if schedule != "constant":
+                    factor = _lr_factor(schedule, epoch * n_batches + i // batch_size, epochs * n_batches)
+                    for group in opt.param_groups:
+                        group["lr"] = lr * factor
                 idx = perm[i:i + batch_size]
                 xb, yb = x[idx], y[idx]
                 loss, logits = loss_fn(model, xb, yb)
@@ -261,6 +297,9 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
             if eval_data is not None:
                 postfix["test"] = f"{hist.test_acc[-1]:.3f}"
             bar.set_postfix(postfix)
+            stop = [bool(cb(epoch, model, hist)) for cb in callbacks]
+            if any(stop):
+                break
     finally:
         bar.close()
         model.train(was_training)
@@ -348,8 +387,9 @@ def trained_model(
 def _describe(fn) -> str:
     if isinstance(fn, functools.partial):
         return f"partial({_describe(fn.func)}, args={fn.args!r}, kwargs={sorted(fn.keywords.items())!r})"
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{getattr(fn, '__module__', '?')}.{name}"
+    if not hasattr(fn, "__qualname__"):  # a callable object: its class and its repr describe it
+        return f"{type(fn).__module__}.{type(fn).__qualname__}:{fn!r}"
+    return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
 
 
 def _hash_tensor(h, t: torch.Tensor) -> None:
@@ -359,8 +399,10 @@ def _hash_tensor(h, t: torch.Tensor) -> None:
 
 
 def _cache_path(model, train, eval_data, settings):
-    if "<lambda>" in settings["loss_fn"] or "<locals>" in settings["loss_fn"]:
-        raise ValueError("cache=True needs loss_fn to be a module-level function (lambdas and local functions have no stable name)")
+    for what in [settings["loss_fn"], *settings["callbacks"]]:
+        if "<lambda>" in what or "<locals>" in what or " object at 0x" in what:
+            raise ValueError("cache=True needs loss_fn and callbacks to be module-level functions or objects with a "
+                             f"descriptive repr (lambdas and local functions have no stable name), got {what}")
     h = hashlib.sha256()
     h.update(json.dumps({"format": CACHE_FORMAT, "model": repr(model), **settings}, sort_keys=True).encode())
     for t in model.state_dict().values():

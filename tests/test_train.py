@@ -163,3 +163,52 @@ def test_predict_proba_is_a_distribution_consistent_with_predict(digits):
     assert probs.shape == (test.x.shape[0], 10) and model.training
     assert torch.allclose(probs.sum(1), torch.ones(test.x.shape[0]), atol=1e-5)
     assert torch.equal(probs.argmax(1), rl.train.predict(model, test.x))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_learning_rate_schedules_follow_their_shape(schedule):
+    total = 100
+    f = [rl.train._lr_factor(schedule, s, total) for s in range(total)]
+    assert max(f) == pytest.approx(1.0, abs=0.03) and f[-1] == pytest.approx(0.0, abs=0.03)
+    if schedule == "onecycle":
+        peak = f.index(max(f))
+        assert 35 <= peak <= 41 and f[0] < 0.05
+        assert all(a <= b for a, b in zip(f[:peak], f[1:peak + 1])) and all(a >= b for a, b in zip(f[peak:], f[peak + 1:]))
+    else:
+        assert f[0] == 1.0 and all(a >= b for a, b in zip(f, f[1:]))
+
+
+def test_fit_applies_the_schedule_to_the_optimizer(digits):
+    train, _ = digits
+    seen = []
+
+    def spy(model, x, y):
+        seen.append(None)
+        return rl.train.cross_entropy_loss(model, x, y)
+
+    model = rl.models.build("mlp", "digits", width=2)
+    hist = rl.train.fit(model, train, epochs=2, lr=0.01, schedule="onecycle", loss_fn=spy, progress=False)
+    assert hist.epochs == 2 and len(seen) == 2 * math.ceil(train.x.shape[0] / 64)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        rl.train.fit(model, train, epochs=1, schedule="step")
+
+
+def test_callbacks_run_after_every_epoch_and_can_stop_training(digits):
+    train, test = digits
+    calls = []
+
+    def watch(epoch, model, history):
+        calls.append((epoch, history.epochs))
+        if epoch == 1:
+            history.notes.append("stopped by the callback")
+            return True
+        return False
+
+    hist = rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=5, eval_data=test,
+                        callbacks=[watch], progress=False)
+    assert calls == [(0, 1), (1, 2)] and hist.epochs == 2
+    assert hist.notes == ["stopped by the callback"]
+    with pytest.raises(TypeError, match="callbacks must hold callables"):
+        rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, callbacks=[3])
+    with pytest.raises(ValueError, match="module-level functions"):
+        rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, callbacks=[watch], cache=True)
