@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import csv
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -86,23 +85,6 @@ def text_of(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
 
 
-def write_fake_mnist(root: Path, n_train: int = 600, n_test: int = 300) -> None:
-    """MNIST's four raw idx files under ``root/MNIST/raw``, filled with small random
-    28x28 images whose brightest column depends on the label (torchvision reads them as
-    if they were MNIST, without downloading anything)."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = torch.randint(0, 10, (n,), generator=gen)
-        images = (torch.rand(n, 28, 28, generator=gen) * 60).to(torch.uint8)
-        images[torch.arange(n), :, 4 + 2 * labels] = 255
-        with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as fh:
-            fh.write(struct.pack(">IIII", 0x0803, n, 28, 28) + images.numpy().tobytes())
-        with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as fh:
-            fh.write(struct.pack(">II", 0x0801, n) + labels.to(torch.uint8).numpy().tobytes())
-
-
 def with_answers(base, solution, grade_ids) -> nbformat.NotebookNode:
     """``base`` with the answer cells ``grade_ids`` replaced by the solution's code."""
     nb = copy.deepcopy(base)
@@ -169,10 +151,9 @@ def test_lab_sources_pass_their_own_tests(lab, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LAB_IDS)
-def test_lab_sources_run_under_the_full_profile(lab, tmp_path):
+def test_lab_sources_run_under_the_full_profile(lab, tmp_path, fake_data_root):
     """The full profile (MNIST through torchvision) on small stand-in files, shortened."""
-    write_fake_mnist(tmp_path / "data")
-    env = kernel_env(ROBUSTLAB_PROFILE="full", ROBUSTLAB_SMOKE="1", ROBUSTLAB_DATA=str(tmp_path / "data"),
+    env = kernel_env(ROBUSTLAB_PROFILE="full", ROBUSTLAB_SMOKE="1", ROBUSTLAB_DATA=str(fake_data_root),
                      ROBUSTLAB_CACHE=str(tmp_path / "cache"))
     for path in notebooks(SOLUTIONS / lab):
         nb = execute(path, tmp_path, allow_errors=False, env=env)
