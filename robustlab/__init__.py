@@ -13,15 +13,16 @@ Modules (one per concept of the course map):
 * :mod:`robustlab.norms` -- Lp norms, distances and projections.
 * :mod:`robustlab.attacks` -- adversarial attacks (FGSM, ...).
 * :mod:`robustlab.plot` -- shared figures.
+* :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
 """
 
-from . import attacks, config, data, models, norms, plot, train
+from . import attacks, config, data, models, norms, plot, train, widgets
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "config", "data", "models", "norms", "plot", "train",
+    "attacks", "config", "data", "models", "norms", "plot", "train", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
 ]
