@@ -77,6 +77,7 @@ def test_readme_quickstart_has_two_commands_build_then_test():
     assert len(cmds) == 2
     assert "jupyter-book build" in cmds[0] and ".[book]" in cmds[0]
     assert "pytest" in cmds[1] and ".[dev]" in cmds[1]
+    assert "--no-deps" in cmds[1] and "torchattacks" in cmds[1]  # the comparison test's yardstick
 
 
 def test_ci_runs_the_readme_quickstart():
