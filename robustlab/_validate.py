@@ -139,3 +139,13 @@ def as_batch_param(value, batch_size: int, like: torch.Tensor, name: str) -> tor
             raise ValueError(f"{name} must be a number or a tensor of shape ({batch_size},), got shape {tuple(value.shape)}")
         return value.to(device=like.device, dtype=like.dtype)
     return torch.full((batch_size,), float(value), device=like.device, dtype=like.dtype)
+
+
+def check_xy(data, name: str = "data"):
+    """A data set ``(x, y)`` (a Split or a pair of tensors): ``x`` in [0, 1], ``y`` int64 labels."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError(f"{name} must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
+    x, y = data
+    check_images(x, f"{name}.x")
+    check_labels(y, f"{name}.y", batch_size=x.shape[0])
+    return x, y

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from . import config
 from . import models as _models
 from ._validate import (check_choice, check_images, check_labels, check_model, check_nonneg, check_positive,
-                        check_positive_int)
+                        check_positive_int, check_xy)
 
 __all__ = [
     "fgsm", "pgd", "cw_l2", "square", "sparse_l0", "patch",
@@ -1024,21 +1024,6 @@ def patch(
     return best.x.detach()
 
 
-def _as_xy(data, name: str):
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise TypeError(f"{name} must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
-    x, y = data
-    check_images(x, f"{name}.x")
-    check_labels(y, f"{name}.y", batch_size=x.shape[0])
-    return x, y
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="batch")
-
-
 def robust_accuracy(model: torch.nn.Module, data, attack, *, batch_size: int = 256, progress: bool | None = None,
                     desc: str | None = None, **attack_kwargs) -> float:
     r"""Robust accuracy: the fraction of a data set classified correctly both clean and attacked.
@@ -1085,7 +1070,7 @@ def robust_accuracy(model: torch.nn.Module, data, attack, *, batch_size: int = 2
     True
     """
     check_model(model)
-    x, y = _as_xy(data, "data")
+    x, y = check_xy(data, "data")
     if not callable(attack):
         raise TypeError(f"attack must be callable as attack(model, x, y, **kwargs), got {type(attack).__name__}")
     check_positive_int(batch_size, "batch_size")
@@ -1095,7 +1080,7 @@ def robust_accuracy(model: torch.nn.Module, data, attack, *, batch_size: int = 2
                   and attack_kwargs[k].dim() == 1 and attack_kwargs[k].shape[0] == n}
     device = _models.device_of(model)
     robust = torch.zeros((), dtype=torch.int64, device=device)
-    bar = _progress_bar((n + batch_size - 1) // batch_size, desc or getattr(attack, "__name__", "attack"), enabled)
+    bar = config.progress_bar((n + batch_size - 1) // batch_size, desc or getattr(attack, "__name__", "attack"), enabled)
     try:
         for start in range(0, n, batch_size):
             xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
@@ -1260,7 +1245,7 @@ def gradient_masking_checklist(
     ['more steps', 'unbounded', 'black box', 'restarts']
     """
     check_model(model)
-    x, y = _as_xy(data, "data")
+    x, y = check_xy(data, "data")
     check_nonneg(eps, "eps", allow_tensor=False)
     check_choice(norm, "norm", ("linf", "l2"))
     if not (isinstance(steps, (tuple, list)) and len(steps) == 2):

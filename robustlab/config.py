@@ -42,6 +42,7 @@ __all__ = [
     "set_data_dir",
     "progress_enabled",
     "set_progress",
+    "progress_bar",
     "smoke",
 ]
 
@@ -169,3 +170,10 @@ def set_progress(enabled: bool) -> None:
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be True or False, got {type(enabled).__name__}")
     _state["progress"] = enabled
+
+
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "batch"):
+    """A tqdm bar (notebook-aware) for long work; ``enabled=False`` gives a silent one."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit=unit)

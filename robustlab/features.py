@@ -47,6 +47,7 @@ from ._validate import (
     check_positive,
     check_positive_int,
     check_tensor,
+    check_xy,
 )
 
 __all__ = [
@@ -468,15 +469,6 @@ def split_representation(model: nn.Module):
     raise TypeError(f"model must be an nn.Sequential or a robustlab ResNet to split it, got {type(model).__name__}")
 
 
-def _check_data(data, name: str = "data"):
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise TypeError(f"{name} must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
-    x, y = data
-    check_images(x, f"{name}.x")
-    check_labels(y, f"{name}.y", batch_size=x.shape[0])
-    return x, y
-
-
 def robust_dataset(
     model: nn.Module,
     data,
@@ -529,7 +521,7 @@ def robust_dataset(
         ``(x_r, y)`` on the CPU, ``x_r`` in [0, 1].
     """
     check_model(model)
-    x, y = _check_data(data)
+    x, y = check_xy(data)
     check_positive_int(steps, "steps")
     check_positive(step_size, "step_size")
     check_choice(init, "init", ("image", "noise"))
@@ -613,7 +605,7 @@ def non_robust_dataset(
         ``(x_adv, t)`` on the CPU.
     """
     check_model(model)
-    x, y = _check_data(data)
+    x, y = check_xy(data)
     check_nonneg(eps, "eps", allow_tensor=False)
     check_choice(norm, "norm", ("linf", "l2"))
     check_positive_int(steps, "steps")
@@ -726,8 +718,8 @@ def feature_datasets_experiment(
     """
     check_model(standard_model, "standard_model")
     check_model(robust_model, "robust_model")
-    train = _data.Split(*_check_data(train, "train"))
-    test = _data.Split(*_check_data(test, "test"))
+    train = _data.Split(*check_xy(train, "train"))
+    test = _data.Split(*check_xy(test, "test"))
     check_nonneg(eps, "eps", allow_tensor=False)
     check_positive_int(epochs, "epochs")
     sets = {

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from . import config
 from . import data as _data
 from . import models as _models
-from ._validate import check_images, check_labels, check_model, check_positive, check_positive_int, check_choice
+from ._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_xy
 
 __all__ = [
     "History",
@@ -120,22 +120,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _as_xy(data, name: str):
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError(f"{name} must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
-    check_images(x, f"{name}.x")
-    check_labels(y, f"{name}.y", batch_size=x.shape[0])
-    return x, y
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="batch")
-
-
 def fit(
     model: torch.nn.Module,
     train,
@@ -204,7 +188,7 @@ def fit(
     1
     """
     check_model(model)
-    x, y = _as_xy(train, "train")
+    x, y = check_xy(train, "train")
     check_positive_int(epochs, "epochs")
     check_positive(lr, "lr")
     check_positive_int(batch_size, "batch_size")
@@ -217,7 +201,7 @@ def fit(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, x, y) -> (loss, logits), got {type(loss_fn).__name__}")
     if eval_data is not None:
-        eval_data = _as_xy(eval_data, "eval_data")
+        eval_data = check_xy(eval_data, "eval_data")
     check_choice(schedule, "schedule", SCHEDULES)
     callbacks = tuple(callbacks)
     for cb in callbacks:
@@ -266,7 +250,7 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
     n_batches = math.ceil(n / batch_size)
     hist = History()
     was_training = model.training
-    bar = _progress_bar(epochs * n_batches, desc, progress)
+    bar = config.progress_bar(epochs * n_batches, desc, progress)
     try:
         for epoch in range(epochs):
             start = time.perf_counter()
@@ -343,7 +327,7 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 
 
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 1024) -> float:
     """Accuracy of ``model`` on ``data = (x, y)``, in eval mode (the mode is restored)."""
-    x, y = _as_xy(data, "data")
+    x, y = check_xy(data, "data")
     return float((predict(model, x, batch_size=batch_size) == y.cpu()).float().mean())
 
 
