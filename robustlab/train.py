@@ -286,6 +286,7 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
                 break
     finally:
         bar.close()
+        opt.zero_grad(set_to_none=True)  # hand back a model without training gradients
         model.train(was_training)
     return hist
 

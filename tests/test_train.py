@@ -85,6 +85,13 @@ def test_a_custom_loss_is_used(digits):
         rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, loss_fn=loss_fn, cache=True)
 
 
+def test_a_trained_model_carries_no_parameter_gradients(digits):
+    train, _ = digits
+    model = rl.models.build("mlp", "digits", width=2)
+    rl.train.fit(model, train, epochs=1, progress=False)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_fit_and_evaluate_restore_the_model_mode(digits):
     train, test = digits
     model = rl.models.build("mlp", "digits", width=2)
