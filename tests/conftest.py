@@ -28,6 +28,17 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
     rl.config._state.update(profile=None, cache_dir=None, data_dir=None, progress=None)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test models are tiny: one thread is as fast as two, and it does not stall when
+    another process shares the machine's two cores (notebook kernels run in their own
+    processes and keep torch's default)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def fake_data_root(tmp_path_factory):
     """A torchvision data root holding small MNIST, Fashion-MNIST and CIFAR-10 files."""

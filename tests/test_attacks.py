@@ -2,19 +2,7 @@ import pytest
 import torch
 
 import robustlab as rl
-
-
-class Linear2(torch.nn.Module):
-    """Two-class linear model: the FGSM step has a closed form."""
-
-    def __init__(self, w0, w1):
-        super().__init__()
-        self.lin = torch.nn.Linear(w0.numel(), 2, bias=False)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.stack([w0, w1]))
-
-    def forward(self, x):
-        return self.lin(x.flatten(1))
+from helpers import Linear2
 
 
 def test_fgsm_matches_the_closed_form_on_a_linear_model():

@@ -9,22 +9,9 @@ import pytest
 import torch
 
 import robustlab as rl
+from helpers import Linear2
 
 A = rl.attacks
-
-
-class Linear2(torch.nn.Module):
-    """Two-class linear model f(x) = W x: the margin is linear in x, so the smallest
-    L2 perturbation and the best L0 changes have closed forms."""
-
-    def __init__(self, w0, w1):
-        super().__init__()
-        self.lin = torch.nn.Linear(w0.numel(), 2, bias=False)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.stack([w0, w1]))
-
-    def forward(self, x):
-        return self.lin(x.flatten(1))
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,6 @@ from robustlab import features as feat
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread is as fast as two and does not stall when
-    another process shares the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def _agg():
     import matplotlib
 

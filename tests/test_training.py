@@ -17,16 +17,6 @@ from robustlab.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The digits models are tiny: one thread is as fast as two and does not stall when
-    another process shares the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _params(model):
     return [p.detach().clone() for p in model.parameters()]
 

@@ -34,12 +34,20 @@ def test_explorer_snapshot_draws_one_row_per_budget(explorer):
     assert any("ε = 0.20" in t for t in titles)
 
 
-def test_explorer_widget_builds_and_redraws(explorer):
+def test_explorer_widget_builds_and_redraws(explorer, monkeypatch):
+    calls = []
+    update = explorer.update
+    monkeypatch.setattr(explorer, "update", lambda *a, **k: calls.append(a) or update(*a, **k))
     box = explorer.widget(eps_max=0.4)
     (index, eps), (attack, norm) = box.children[0].children, box.children[1].children
-    eps.value = 0.25
-    norm.value = "l2"
-    assert eps.max == 0.4 and norm.value == "l2"
+    assert index.max == explorer.x.shape[0] - 1 and eps.max == 0.4
+    assert calls == [(0.1, "linf", "pgd", 0)], "the widget draws its initial state once"
+    eps.value, norm.value, index.value = 0.25, "l2", 3  # every control change redraws with the new values
+    assert calls[-1] == (0.25, "l2", "pgd", 3) and len(calls) == 4
+    attack.value = "fgsm"  # FGSM with L2 is refused with a message, not an exception
+    assert len(calls) == 4
+    norm.value = "linf"
+    assert calls[-1] == (0.25, "linf", "fgsm", 3)
 
 
 def test_explorer_arguments_are_checked(explorer):
