@@ -179,6 +179,25 @@ def test_released_labs_fail_their_tests(lab, tmp_path):
             assert errors_of(cell), f"{path.name}: {nbgrader_meta(cell)['grade_id']} passes on the blank lab"
 
 
+AUTOGRADE_LIMIT = 60  # seconds: autograding one student's lab on a CPU, nbgrader's own steps included
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LAB_IDS)
+def test_autograding_one_solution_takes_under_a_minute_and_gives_full_marks(lab, tmp_path):
+    subs = tmp_path / "submissions" / "student"
+    subs.mkdir(parents=True)
+    for path in notebooks(SOLUTIONS / lab):
+        (subs / path.name).write_bytes(path.read_bytes())
+    expected = sum(points(nbformat.read(p, as_version=4)) for p in notebooks(SOLUTIONS / lab))
+    start = time.perf_counter()
+    rows = grading.autograde(tmp_path / "submissions", lab=lab, out=None, source=SOLUTIONS)
+    elapsed = time.perf_counter() - start
+    print(f"{lab}: autograded in {elapsed:.1f} s, score {rows[0]['score']} / {rows[0]['max_score']}")
+    assert rows[0]["score"] == rows[0]["max_score"] == expected
+    assert elapsed < AUTOGRADE_LIMIT, f"autograding {lab} took {elapsed:.0f} s"
+
+
 @pytest.mark.slow
 def test_labs_folder_is_what_release_generates(tmp_path):
     regenerated = tmp_path / "labs"
