@@ -292,8 +292,8 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted class indices (B,) of ``x`` in [0, 1], in eval mode, on the model's device."""
+def _batched(model: torch.nn.Module, x: torch.Tensor, batch_size: int, head) -> torch.Tensor:
+    """``head(model(batch))`` over ``x`` in batches, in eval mode (restored), on the CPU."""
     check_model(model)
     check_images(x, "x")
     check_positive_int(batch_size, "batch_size")
@@ -301,29 +301,23 @@ def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) 
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i:i + batch_size].to(device)).argmax(1) for i in range(0, x.shape[0], batch_size)]
+        out = [head(model(x[i:i + batch_size].to(device))).cpu() for i in range(0, x.shape[0], batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(out).cpu()
+    return torch.cat(out)
 
 
-@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted class indices (B,) of ``x`` in [0, 1], in eval mode, returned on the CPU."""
+    return _batched(model, x, batch_size, lambda logits: logits.argmax(1))
+
+
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities (B, K) of ``x`` in [0, 1], in eval mode, returned on the CPU.
 
     ``predict_proba(model, x).amax(1)`` is the model's confidence in its prediction.
     """
-    check_model(model)
-    check_images(x, "x")
-    check_positive_int(batch_size, "batch_size")
-    device = _models.device_of(model)
-    was_training = model.training
-    model.eval()
-    try:
-        out = [model(x[i:i + batch_size].to(device)).softmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    return _batched(model, x, batch_size, lambda logits: logits.softmax(1))
 
 
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 1024) -> float:
