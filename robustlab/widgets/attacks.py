@@ -1,21 +1,11 @@
-"""Live demos for lectures: ipywidgets controls backed by robustlab functions.
-
-Each demo is a small class whose ``update(...)`` method computes what the demo shows
-(so it can be tested and reused without a browser) and whose ``widget()`` method
-builds the ipywidgets controls around it. ipywidgets is imported only when a widget is
-built.
-
-The static book cannot run a kernel behind a slider, so every demo also has a
-``snapshot(...)`` method: one matplotlib figure showing several settings side by side.
-Chapters show the live widget in Jupyter, Colab and Binder, and the snapshot in print.
-"""
+"""The attack explorer of chapter 2: one input attacked at a chosen budget and norm."""
 
 from __future__ import annotations
 
 import torch
 
-from . import attacks as _attacks
-from ._validate import check_choice, check_images, check_labels, check_model, check_nonneg
+from .. import attacks as _attacks
+from .._validate import check_choice, check_images, check_labels, check_model, check_nonneg
 
 __all__ = ["AttackExplorer"]
 
@@ -68,8 +58,8 @@ class AttackExplorer:
             x_adv = _attacks.fgsm(self.model, x, y, eps=eps)
         else:
             x_adv = _attacks.pgd(self.model, x, y, eps=eps, norm=norm, steps=self.steps, seed=0)
-        from .norms import lp_distance
-        from .train import predict_proba
+        from ..norms import lp_distance
+        from ..train import predict_proba
 
         probs = predict_proba(self.model, torch.cat([x, x_adv.cpu()]))
         return {

@@ -1,0 +1,17 @@
+"""Live demos for lectures: ipywidgets controls backed by robustlab functions.
+
+Each demo is a small class whose ``update(...)`` method computes what the demo shows
+(so it can be tested and reused without a browser) and whose ``widget()`` method
+builds the ipywidgets controls around it. ipywidgets is imported only when a widget is
+built.
+
+The static book cannot run a kernel behind a slider, so every demo also has a
+``snapshot(...)`` method: one matplotlib figure showing several settings side by side.
+Chapters show the live widget in Jupyter, Colab and Binder, and the snapshot in print.
+
+One submodule per chapter topic; every demo is importable from here.
+"""
+
+from .attacks import AttackExplorer
+
+__all__ = ["AttackExplorer"]
