@@ -15,17 +15,19 @@ Modules (one per concept of the course map):
 * :mod:`robustlab.training` -- adversarial training (PGD, fast FGSM, TRADES, noise).
 * :mod:`robustlab.features` -- robustness, accuracy and features (Tsipras, Ilyas,
   saliency, Schmidt).
+* :mod:`robustlab.certify` -- deterministic certificates (IBP, the Kolter-Wong relaxation).
+* :mod:`robustlab.smoothing` -- randomized smoothing (PixelDP, Gaussian smoothing).
 * :mod:`robustlab.plot` -- shared figures.
 * :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
 """
 
-from . import attacks, config, data, features, models, norms, plot, train, training, widgets
+from . import attacks, certify, config, data, features, models, norms, plot, smoothing, train, training, widgets
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "config", "data", "features", "models", "norms", "plot", "train", "training", "widgets",
+    "attacks", "certify", "config", "data", "features", "models", "norms", "plot", "smoothing", "train", "training", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
 ]
