@@ -4,3 +4,7 @@
   relaxation of the ReLU (Kolter and Wong) as an exact linear program and by its dual
   bound, and certified training with IBP.
 """
+
+from . import bounds
+
+__all__ = ["bounds"]

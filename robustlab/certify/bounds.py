@@ -1,0 +1,986 @@
+r"""Verification of small ReLU networks: interval bounds, the convex relaxation, the dual bound.
+
+A classifier with logits :math:`z(x) \in \mathbb{R}^K` is *certified* at an input
+:math:`x` with label :math:`y` and radius :math:`\varepsilon` when every logit margin
+stays positive over the whole threat set,
+
+.. math::
+
+    \min_{x' \in \mathcal{B}(x)} \; z_y(x') - z_j(x') > 0 \quad \text{for every } j \ne y,
+    \qquad \mathcal{B}(x) = \{x' : \|x' - x\|_\infty \le \varepsilon\} \cap [0, 1]^d.
+
+For a ReLU network this minimum is a mixed-integer linear program (Tjeng, Xiao and
+Tedrake, 2019), NP-hard in general (Katz et al., 2017). Every method here computes a
+*lower bound* on it; a positive lower bound is a proof, a negative one proves nothing.
+
+* :func:`interval_bounds` -- interval bound propagation (IBP, Gowal et al., 2018): a box
+  per layer, pushed through each affine map by its centre and radius.
+* :func:`lp_margin_bounds` -- the linear program of the convex relaxation of Kolter and
+  Wong (2018): every unstable ReLU (:math:`l < 0 < u`) is replaced by the triangle
+  :math:`a \ge 0,\ a \ge z,\ a \le u (z - l) / (u - l)`, solved exactly with HiGHS
+  (``scipy.optimize.linprog``), one LP per input and margin (tiny networks only).
+* :func:`dual_margin_bounds` -- the closed-form bound of the dual network of Kolter and
+  Wong, a batched backward pass in torch; by weak duality it is never above the LP value.
+* :func:`milp_margin` -- the exact minimum for tiny networks (``scipy.optimize.milp``).
+* :func:`certify` and :func:`certified_accuracy` -- the certificate of a batch.
+* :class:`IBPLoss` and :func:`ibp_trained_model` -- certified training with IBP.
+
+The networks handled are ``nn.Sequential`` stacks of an optional
+:class:`robustlab.models.Normalize`, ``Flatten``, then ``Linear``, ``ReLU``, ...,
+``Linear`` (the layout of :class:`robustlab.models.MLP`). :func:`relu_network` turns such a
+model into its list of affine maps, folding the normalization exactly into the first one.
+Only the :math:`L_\infty` threat model is supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import config
+from .. import data as _data
+from .. import models as _models
+from .. import train as _train
+from .._validate import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_model,
+    check_nonneg,
+    check_positive_int,
+    parse_norm,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "METHODS",
+    "ReLUNetwork",
+    "relu_network",
+    "input_box",
+    "LayerBounds",
+    "interval_bounds",
+    "margin_matrix",
+    "preactivation_bounds",
+    "ibp_margin_bounds",
+    "lp_margin_bounds",
+    "dual_margin_bounds",
+    "milp_margin",
+    "margin_bounds",
+    "Certificate",
+    "certify",
+    "certified_accuracy",
+    "IBPLoss",
+    "IBP_RECIPES",
+    "ibp_trained_model",
+]
+
+ABSTAIN = -1
+METHODS = ("ibp", "lp", "dual")
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@dataclasses.dataclass(frozen=True)
+class ReLUNetwork:
+    r"""A ReLU network as its affine maps: :math:`z_k = W_k a_{k-1} + b_k`,
+    :math:`a_k = \max(z_k, 0)` for :math:`k < L`, logits :math:`z_L`; :math:`a_0` is the
+    flattened input in [0, 1] (the normalization is folded into :math:`W_1, b_1`).
+
+    ``weights[k]`` has shape (n_{k+1}, n_k); the tensors keep the model's autograd graph,
+    so losses built on the bounds train the model.
+    """
+
+    weights: tuple
+    biases: tuple
+    in_shape: tuple
+
+    @property
+    def depth(self) -> int:
+        """Number of affine layers L (hidden ReLU layers: L - 1)."""
+        return len(self.weights)
+
+    def forward(self, x_flat: torch.Tensor) -> torch.Tensor:
+        """Logits of a flattened batch (B, d); the same function as the model."""
+        a = x_flat
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            a = a @ w.T + b
+            if k < self.depth - 1:
+                a = a.clamp_min(0)
+        return a
+
+
+def relu_network(model: nn.Module, in_shape) -> ReLUNetwork:
+    """The affine maps of a Normalize/Flatten/Linear/ReLU stack on inputs of shape ``in_shape``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An ``nn.Sequential`` (possibly nested) of an optional ``Normalize`` and ``Flatten``
+        before the first ``Linear``, then ``Linear`` layers each followed by a ``ReLU``,
+        except the last one.
+    in_shape : tuple of int
+        Shape of one input, e.g. ``(1, 8, 8)``.
+
+    Raises
+    ------
+    TypeError
+        If the model holds any other layer (the message names it), or the order is not
+        the one above.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> net = relu_network(model, (1, 8, 8))
+    >>> [tuple(w.shape) for w in net.weights]
+    [(16, 64), (16, 64), (10, 16)]
+    >>> x = torch.rand(3, 1, 8, 8)
+    >>> torch.allclose(net.forward(x.flatten(1)), model(x), atol=1e-5)
+    True
+    """
+    check_model(model)
+    in_shape = tuple(int(s) for s in in_shape)
+    layers = _flatten_sequential(model)
+    d = int(np.prod(in_shape))
+    # the elementwise affine prefix a * x + c (Normalize and Flatten), folded into W_1, b_1
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    scale = torch.ones(d, dtype=dtype, device=device)
+    shift = torch.zeros(d, dtype=dtype, device=device)
+    shape = in_shape
+    weights, biases = [], []
+    expect_relu = False
+    for i, layer in enumerate(layers):
+        name = f"layer {i} ({type(layer).__name__})"
+        if isinstance(layer, _models.Normalize):
+            if weights:
+                raise TypeError(f"{name}: Normalize is supported only before the first Linear layer")
+            with torch.no_grad():
+                base = layer(torch.zeros((1,) + shape, dtype=dtype, device=device))
+                one = layer(torch.ones((1,) + shape, dtype=dtype, device=device))
+            slope, offset = (one - base).flatten(), base.flatten()
+            scale, shift = scale * slope, shift * slope + offset
+        elif isinstance(layer, nn.Flatten):
+            if weights:
+                raise TypeError(f"{name}: Flatten is supported only before the first Linear layer")
+            shape = (d,)
+        elif isinstance(layer, nn.Linear):
+            if not weights and len(shape) != 1:
+                raise TypeError(f"{name}: the input must be flattened (nn.Flatten) before the first Linear layer")
+            if weights and expect_relu:
+                raise TypeError(f"{name}: two Linear layers in a row; put a ReLU between them")
+            w, b = layer.weight, layer.bias
+            if b is None:
+                b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            if not weights:
+                if w.shape[1] != d:
+                    raise TypeError(f"{name} expects {w.shape[1]} inputs but an input of shape {in_shape} has {d}")
+                b = b + w @ shift
+                w = w * scale
+            weights.append(w)
+            biases.append(b)
+            expect_relu = True
+        elif isinstance(layer, nn.ReLU):
+            if not expect_relu:
+                raise TypeError(f"{name}: a ReLU must follow a Linear layer")
+            expect_relu = False
+        else:
+            raise TypeError(f"{name} is not supported: certify.bounds handles Normalize, Flatten, Linear and ReLU "
+                            "layers (the layout of robustlab.models.MLP)")
+    if not weights:
+        raise TypeError("model has no Linear layer: certify.bounds needs a Linear/ReLU network")
+    if not expect_relu:
+        raise TypeError("the last layer of model must be Linear (the logits), not a ReLU")
+    return ReLUNetwork(tuple(weights), tuple(biases), in_shape)
+
+
+def _flatten_sequential(model: nn.Module) -> list:
+    if isinstance(model, nn.Sequential):
+        out = []
+        for child in model:
+            out += _flatten_sequential(child)
+        return out
+    if isinstance(model, (_models.Normalize, nn.Flatten, nn.Linear, nn.ReLU)):
+        return [model]
+    raise TypeError(f"layer {type(model).__name__} is not supported: certify.bounds handles nn.Sequential stacks of "
+                    "Normalize, Flatten, Linear and ReLU layers (the layout of robustlab.models.MLP)")
+
+
+def _prepare(model, x, eps, y=None):
+    """Check the arguments, parse the network, and return it with the flattened batch."""
+    check_model(model)
+    check_images(x, "x")
+    check_nonneg(eps, "eps", allow_tensor=False)
+    net = relu_network(model, tuple(x.shape[1:]))
+    device, dtype = net.weights[0].device, net.weights[0].dtype
+    x_flat = x.detach().to(device=device, dtype=dtype).flatten(1)
+    if y is not None:
+        check_labels(y, "y", batch_size=x.shape[0], n_classes=net.weights[-1].shape[0])
+        y = y.to(device)
+    return net, x_flat, y
+
+
+def input_box(x_flat: torch.Tensor, eps: float):
+    r"""The threat set as a box: :math:`[\max(x - \varepsilon, 0), \min(x + \varepsilon, 1)]`.
+
+    The intersection of the :math:`L_\infty` ball with the image domain is itself a box.
+    """
+    return (x_flat - eps).clamp(0.0, 1.0), (x_flat + eps).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- IBP
+
+
+class LayerBounds(NamedTuple):
+    """Elementwise bounds of every pre-activation of a network over the threat set.
+
+    ``lower[k]``, ``upper[k]`` (B, n_{k+1}) bound :math:`z_{k+1}` for k = 0 .. L - 1;
+    the last entry bounds the logits.
+    """
+
+    lower: tuple
+    upper: tuple
+
+    @property
+    def logit_lower(self) -> torch.Tensor:
+        return self.lower[-1]
+
+    @property
+    def logit_upper(self) -> torch.Tensor:
+        return self.upper[-1]
+
+    def unstable(self) -> list:
+        """Per hidden layer, the number of unstable ReLUs (l < 0 < u) of each input (B,)."""
+        return [((lo < 0) & (hi > 0)).sum(1) for lo, hi in zip(self.lower[:-1], self.upper[:-1])]
+
+
+def _affine_interval(w, b, lo, hi):
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    centre = mid @ w.T + b
+    radius = rad @ w.abs().T
+    return centre - radius, centre + radius
+
+
+def _ibp(net: ReLUNetwork, lo, hi) -> LayerBounds:
+    lowers, uppers = [], []
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        lo, hi = _affine_interval(w, b, lo, hi)
+        lowers.append(lo)
+        uppers.append(hi)
+        lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+    return LayerBounds(tuple(lowers), tuple(uppers))
+
+
+def interval_bounds(model: nn.Module, x: torch.Tensor, eps: float) -> LayerBounds:
+    r"""Interval bound propagation (Gowal et al., 2018) over :math:`\mathcal{B}(x)`.
+
+    A box :math:`[l, u]` goes through an affine map by its centre
+    :math:`\mu = (u + l)/2` and radius :math:`r = (u - l)/2`:
+
+    .. math::
+
+        \mu' = W\mu + b, \qquad r' = |W|\,r, \qquad [l', u'] = [\mu' - r', \mu' + r'],
+
+    which is the exact box of the image of the box; a ReLU maps it to
+    :math:`[\max(l', 0), \max(u', 0)]`. Every bound is sound: every input of the threat
+    set gives pre-activations inside them. Cost: two forward passes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Normalize/Flatten/Linear/ReLU network (see :func:`relu_network`).
+    x : torch.Tensor
+        Inputs (B, ...) in [0, 1].
+    eps : float
+        :math:`L_\infty` radius in pixel units.
+
+    Returns
+    -------
+    LayerBounds
+        Bounds of every layer's pre-activation; ``.logit_lower`` / ``.logit_upper`` (B, K).
+        They carry gradients to the model's parameters.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> b = interval_bounds(model, x, eps=0.05)
+    >>> z = model(x)
+    >>> bool((b.logit_lower <= z).all() and (z <= b.logit_upper).all())
+    True
+    """
+    net, x_flat, _ = _prepare(model, x, eps)
+    return _ibp(net, *input_box(x_flat, eps))
+
+
+def margin_matrix(w_last: torch.Tensor, b_last: torch.Tensor, y: torch.Tensor):
+    r"""The margins :math:`z_y - z_j` as an affine map of the last hidden layer.
+
+    Returns ``(C, c)`` with ``C[i, j] = W_L[y_i] - W_L[j]`` (B, K, n) and
+    ``c[i, j] = b_L[y_i] - b_L[j]`` (B, K); row :math:`j = y` is zero.
+    """
+    return w_last[y][:, None, :] - w_last[None, :, :], b_last[y][:, None] - b_last[None, :]
+
+
+def ibp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | None = None) -> torch.Tensor:
+    """IBP lower bounds (B, K) of the margins, through the last linear layer."""
+    if bounds is None:
+        bounds = _ibp(net, *input_box(x_flat, eps))
+    cw, cb = margin_matrix(net.weights[-1], net.biases[-1], y)
+    if net.depth == 1:
+        lo, hi = input_box(x_flat, eps)
+    else:
+        lo, hi = bounds.lower[-2].clamp_min(0), bounds.upper[-2].clamp_min(0)
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    return torch.einsum("bkn,bn->bk", cw, mid) - torch.einsum("bkn,bn->bk", cw.abs(), rad) + cb
+
+
+# --------------------------------------------------------------------------- the dual bound
+
+
+def _dual_backward(net: ReLUNetwork, spec_w, spec_b, layer: int, lowers, uppers, lo0, hi0):
+    r"""Lower bound of ``spec_w @ z_layer + spec_b`` (spec_w: (B, S, n_layer)) by the dual network.
+
+    ``layer`` counts affine maps from 1; ``lowers[k]``/``uppers[k]`` bound z_{k+1}.
+    """
+    lam = spec_w
+    const = spec_b
+    for k in range(layer, 0, -1):
+        w, b = net.weights[k - 1], net.biases[k - 1]
+        const = const + lam @ b
+        lam = lam @ w  # now the coefficient of a_{k-1}
+        if k == 1:
+            break
+        lo, hi = lowers[k - 2], uppers[k - 2]  # bounds of z_{k-1}
+        active, unstable = lo >= 0, (lo < 0) & (hi > 0)
+        s = torch.where(unstable, hi / (hi - lo).clamp_min(1e-12), active.to(lo.dtype))
+        intercept = torch.where(unstable, -s * lo, torch.zeros_like(lo))  # upper line: a <= s z + intercept
+        lam_neg = lam.clamp_max(0)
+        const = const + (lam_neg * intercept[:, None, :]).sum(-1)
+        lam = lam * s[:, None, :]
+    mid, rad = (hi0 + lo0) / 2, (hi0 - lo0) / 2
+    return const + torch.einsum("bsn,bn->bs", lam, mid) - torch.einsum("bsn,bn->bs", lam.abs(), rad)
+
+
+def _dual_layer_bounds(net: ReLUNetwork, lo0, hi0) -> LayerBounds:
+    """Pre-activation bounds of every hidden layer by the dual network, intersected with IBP."""
+    ibp = _ibp(net, lo0, hi0)
+    lowers, uppers = [ibp.lower[0]], [ibp.upper[0]]  # the first layer's box is exact
+    bsz = lo0.shape[0]
+    for k in range(2, net.depth):
+        n = net.weights[k - 1].shape[0]
+        eye = torch.eye(n, dtype=lo0.dtype, device=lo0.device)
+        spec = torch.cat([eye, -eye])[None].expand(bsz, 2 * n, n)
+        val = _dual_backward(net, spec, torch.zeros(bsz, 2 * n, dtype=lo0.dtype, device=lo0.device), k,
+                             lowers, uppers, lo0, hi0)
+        lowers.append(torch.maximum(val[:, :n], ibp.lower[k - 1]))
+        uppers.append(torch.minimum(-val[:, n:], ibp.upper[k - 1]))
+    lowers.append(ibp.lower[-1])
+    uppers.append(ibp.upper[-1])
+    return LayerBounds(tuple(lowers), tuple(uppers))
+
+
+def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | None = None) -> torch.Tensor:
+    r"""The Kolter--Wong dual bound (B, K) on the margins :math:`z_y - z_j`, batched.
+
+    With the margin as objective :math:`c^\top z_L`, the *dual network* runs the network
+    backwards: :math:`\hat\nu_{L-1} = W_L^\top c`, and through every ReLU layer
+    :math:`\nu_k = D_k \hat\nu_k`, :math:`\hat\nu_{k-1} = W_k^\top \nu_k`, where
+    :math:`D_k` is diagonal with 0 for inactive, 1 for active and
+    :math:`u/(u - l)` for unstable ReLUs (the slope of the triangle's upper side, used
+    for its lower side too). The bound is
+
+    .. math::
+
+        J = c^\top b_L + \sum_{k} \nu_k^\top b_k
+            - \sum_{k} \sum_{i \in \mathcal{I}_k} \frac{u_i\, l_i}{u_i - l_i}\,[\hat\nu_{k,i}]_-
+            + \min_{x' \in \mathcal{B}(x)} \hat\nu_0^\top x',
+
+    (Kolter and Wong, 2018, Theorem 1, with the box of the threat set in place of the
+    :math:`L_\infty` ball), where :math:`\mathcal{I}_k` are the unstable ReLUs and
+    :math:`[\cdot]_- = \min(\cdot, 0)`. Any dual-feasible point gives a lower bound on the
+    LP of the relaxation, so ``J <= lp_margin_bounds`` (weak duality) and ``J`` is sound.
+
+    ``bounds`` are the pre-activation bounds of the hidden layers (default: computed
+    layer by layer with the same dual network, intersected with IBP).
+    """
+    lo0, hi0 = input_box(x_flat, eps)
+    if bounds is None:
+        bounds = _dual_layer_bounds(net, lo0, hi0)
+    n_classes = net.weights[-1].shape[0]
+    eye = torch.eye(n_classes, dtype=x_flat.dtype, device=x_flat.device)
+    spec = eye[y][:, None, :] - eye[None, :, :]  # row j: e_y - e_j, a specification on the logits z_L
+    zero = torch.zeros(spec.shape[:2], dtype=x_flat.dtype, device=x_flat.device)
+    return _dual_backward(net, spec, zero, net.depth, bounds.lower, bounds.upper, lo0, hi0)
+
+
+# --------------------------------------------------------------------------- the linear program
+
+
+def _relaxation_lp(net_np, lo0, hi0, lowers, uppers, n_layers, binary=False, relu_last=True):
+    """Constraints of the relaxation (or the MILP) up to ``a_{n_layers}`` (``z_{n_layers}`` without ``relu_last``).
+
+    Variables: a_0 (d), then for every layer k = 1 .. n_layers: z_k (n_k), and for hidden
+    layers also a_k (n_k) (and, for the MILP, one binary per unstable ReLU); ``prev`` indexes
+    the last a_k.
+    Returns a dict with the constraint matrices and the index ranges of the variables.
+    """
+    from scipy import sparse
+
+    weights, biases = net_np
+    d = lo0.shape[0]
+    var_bounds = [(float(a), float(b)) for a, b in zip(lo0, hi0)]
+    integrality = [0] * d
+    eq_rows, eq_rhs, ub_rows, ub_rhs = [], [], [], []
+    offset, prev = d, np.arange(d)
+    z_index = {}
+
+    def new_vars(n, bounds, integer=0):
+        nonlocal offset
+        idx = np.arange(offset, offset + n)
+        offset += n
+        var_bounds.extend(bounds)
+        integrality.extend([integer] * n)
+        return idx
+
+    for k in range(1, n_layers + 1):
+        w, b = weights[k - 1], biases[k - 1]
+        n = w.shape[0]
+        z = new_vars(n, [(None, None)] * n)
+        z_index[k] = z
+        # z_k - W_k a_{k-1} = b_k
+        for i in range(n):
+            eq_rows.append(({int(z[i]): 1.0} | {int(p): -float(v) for p, v in zip(prev, w[i]) if v != 0.0}))
+            eq_rhs.append(float(b[i]))
+        if k == n_layers and not relu_last:
+            break
+        lo, hi = lowers[k - 1], uppers[k - 1]
+        a = new_vars(n, [(0.0, None) if (l < 0 < u) else ((0.0, 0.0) if u <= 0 else (None, None))
+                         for l, u in zip(lo, hi)])
+        for i in range(n):
+            l, u = float(lo[i]), float(hi[i])
+            zi, ai = int(z[i]), int(a[i])
+            if l >= 0:  # active: a = z
+                eq_rows.append({ai: 1.0, zi: -1.0})
+                eq_rhs.append(0.0)
+            elif u > 0:  # unstable
+                ub_rows.append({zi: 1.0, ai: -1.0})  # a >= z
+                ub_rhs.append(0.0)
+                if binary:  # a <= u delta, a <= z - l (1 - delta)   (Tjeng et al.)
+                    (dl,) = new_vars(1, [(0.0, 1.0)], integer=1)
+                    ub_rows.append({ai: 1.0, int(dl): -u})
+                    ub_rhs.append(0.0)
+                    ub_rows.append({ai: 1.0, zi: -1.0, int(dl): -l})
+                    ub_rhs.append(-l)
+                else:  # a <= u (z - l) / (u - l)
+                    s = u / (u - l)
+                    ub_rows.append({ai: 1.0, zi: -s})
+                    ub_rhs.append(-s * l)
+        prev = a
+
+    def to_matrix(rows):
+        if not rows:
+            return None
+        data, ri, ci = [], [], []
+        for r, row in enumerate(rows):
+            for c, v in row.items():
+                ri.append(r)
+                ci.append(c)
+                data.append(v)
+        return sparse.csr_array((data, (ri, ci)), shape=(len(rows), offset))
+
+    return dict(A_eq=to_matrix(eq_rows), b_eq=np.array(eq_rhs), A_ub=to_matrix(ub_rows),
+                b_ub=np.array(ub_rhs) if ub_rhs else None, bounds=var_bounds, n_vars=offset,
+                z=z_index, prev=prev, integrality=np.array(integrality))
+
+
+def _solve_lp(lp, cost):
+    from scipy.optimize import linprog
+
+    res = linprog(cost, A_ub=lp["A_ub"], b_ub=lp["b_ub"], A_eq=lp["A_eq"], b_eq=lp["b_eq"], bounds=lp["bounds"],
+                  method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"the relaxation LP did not solve: {res.message}")
+    return float(res.fun)
+
+
+def _numpy_net(net: ReLUNetwork):
+    return ([w.detach().cpu().double().numpy() for w in net.weights],
+            [b.detach().cpu().double().numpy() for b in net.biases])
+
+
+def _lp_layer_bounds(net: ReLUNetwork, net_np, lo0, hi0, ibp: LayerBounds, i: int):
+    """Bounds of every hidden pre-activation of input ``i`` by layerwise LP (numpy arrays)."""
+    lowers = [ibp.lower[0][i].detach().cpu().double().numpy()]
+    uppers = [ibp.upper[0][i].detach().cpu().double().numpy()]
+    for k in range(2, net.depth):
+        lp = _relaxation_lp(net_np, lo0, hi0, lowers, uppers, k, relu_last=False)
+        z = lp["z"][k]
+        lo_k, hi_k = np.empty(len(z)), np.empty(len(z))
+        for j, zj in enumerate(z):
+            cost = np.zeros(lp["n_vars"])
+            cost[zj] = 1.0
+            lo_k[j] = _solve_lp(lp, cost)
+            hi_k[j] = -_solve_lp(lp, -cost)
+        lowers.append(np.maximum(lo_k, ibp.lower[k - 1][i].detach().cpu().double().numpy()))
+        uppers.append(np.minimum(hi_k, ibp.upper[k - 1][i].detach().cpu().double().numpy()))
+    return lowers, uppers
+
+
+def _margin_objective(lp, net_np, yi, j):
+    w, b = net_np[0][-1], net_np[1][-1]
+    cost = np.zeros(lp["n_vars"])
+    cost[lp["prev"]] = w[yi] - w[j]
+    return cost, float(b[yi] - b[j])
+
+
+def lp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | str = "lp", *,
+                     progress: bool | None = None) -> torch.Tensor:
+    r"""Lower bounds (B, K) of the margins: the exact optimum of the Kolter--Wong relaxation.
+
+    For every input and every :math:`j \ne y` the linear program
+
+    .. math::
+
+        \min\; (W_{L,y} - W_{L,j})^\top a_{L-1} + b_{L,y} - b_{L,j}
+        \quad\text{s.t.}\quad a_0 \in \mathcal{B}(x),\ z_k = W_k a_{k-1} + b_k,\
+        (z_k, a_k) \in \text{relaxed ReLU},
+
+    where an active ReLU is :math:`a = z`, an inactive one :math:`a = 0`, and an unstable
+    one the triangle :math:`a \ge 0,\ a \ge z,\ a \le u(z - l)/(u - l)`, is solved with
+    HiGHS. ``bounds`` gives the pre-activation bounds :math:`l, u`: ``"ibp"``, ``"lp"``
+    (layer by layer, each neuron's min and max by LP over the relaxation of the layers
+    below; tightest, 2 n_k LPs per layer) or a :class:`LayerBounds` object. One LP per input
+    and margin: for tiny networks only.
+    """
+    lo0, hi0 = input_box(x_flat, eps)
+    ibp = _ibp(net, lo0, hi0)
+    if isinstance(bounds, str):
+        check_choice(bounds, "bounds", ("ibp", "lp"))
+    net_np = _numpy_net(net)
+    lo0n, hi0n = lo0.detach().cpu().double().numpy(), hi0.detach().cpu().double().numpy()
+    n_classes = net.weights[-1].shape[0]
+    out = torch.zeros(x_flat.shape[0], n_classes, dtype=torch.float64)
+    bar = config.progress_bar(x_flat.shape[0], "LP bounds", config.progress_enabled(progress), unit="input")
+    try:
+        for i in range(x_flat.shape[0]):
+            if isinstance(bounds, LayerBounds):
+                lowers = [t[i].detach().cpu().double().numpy() for t in bounds.lower]
+                uppers = [t[i].detach().cpu().double().numpy() for t in bounds.upper]
+            elif bounds == "ibp":
+                lowers = [t[i].detach().cpu().double().numpy() for t in ibp.lower]
+                uppers = [t[i].detach().cpu().double().numpy() for t in ibp.upper]
+            else:
+                lowers, uppers = _lp_layer_bounds(net, net_np, lo0n[i], hi0n[i], ibp, i)
+            lp = _relaxation_lp(net_np, lo0n[i], hi0n[i], lowers, uppers, net.depth - 1) if net.depth > 1 else None
+            yi = int(y[i])
+            for j in range(n_classes):
+                if j == yi:
+                    continue
+                if lp is None:  # a linear model: the minimum over the box in closed form
+                    c = net_np[0][-1][yi] - net_np[0][-1][j]
+                    out[i, j] = float(np.minimum(c * lo0n[i], c * hi0n[i]).sum() + net_np[1][-1][yi] - net_np[1][-1][j])
+                    continue
+                cost, const = _margin_objective(lp, net_np, yi, j)
+                out[i, j] = _solve_lp(lp, cost) + const
+            bar.update(1)
+    finally:
+        bar.close()
+    return out.to(device=x_flat.device, dtype=x_flat.dtype)
+
+
+def milp_margin(model: nn.Module, x: torch.Tensor, y: int, j: int, eps: float, *, time_limit: float = 60.0) -> float:
+    r"""The exact minimum of the margin :math:`z_y - z_j` over :math:`\mathcal{B}(x)` (one input).
+
+    Every unstable ReLU :math:`a = \max(z, 0)` with bounds :math:`l < 0 < u` is encoded
+    exactly with a binary :math:`\delta` (Tjeng, Xiao and Tedrake, 2019):
+
+    .. math::
+
+        a \ge 0,\quad a \ge z,\quad a \le u\,\delta,\quad a \le z - l\,(1 - \delta),
+        \quad \delta \in \{0, 1\},
+
+    with :math:`l, u` from IBP; the mixed-integer program is solved by HiGHS
+    (``scipy.optimize.milp``). Exponential in the number of unstable ReLUs in the worst
+    case (verification is NP-hard): for tiny networks.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : torch.Tensor
+        One input, shape (1, ...), in [0, 1].
+    y, j : int
+        The label and the rival class.
+    eps : float
+    time_limit : float
+        Seconds for the solver; a RuntimeError if it does not reach the optimum.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> x = torch.tensor([[0.5, 0.5]])
+    >>> exact = milp_margin(model, x, 0, 1, eps=0.1)
+    >>> lp = float(lp_margin_bounds(relu_network(model, (2,)), x, torch.tensor([0]), 0.1)[0, 1])
+    >>> lp <= exact + 1e-9
+    True
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    net, x_flat, _ = _prepare(model, x, eps)
+    if x_flat.shape[0] != 1:
+        raise ValueError(f"x must hold one input (shape (1, ...)), got a batch of {x_flat.shape[0]}")
+    n_classes = net.weights[-1].shape[0]
+    for name, v in (("y", y), ("j", j)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n_classes:
+            raise ValueError(f"{name} must be a class index in [0, {n_classes - 1}], got {v!r}")
+    lo0, hi0 = input_box(x_flat, eps)
+    ibp = _ibp(net, lo0, hi0)
+    net_np = _numpy_net(net)
+    lo0n, hi0n = lo0[0].detach().cpu().double().numpy(), hi0[0].detach().cpu().double().numpy()
+    w, b = net_np[0][-1], net_np[1][-1]
+    if net.depth == 1:
+        c = w[y] - w[j]
+        return float(np.minimum(c * lo0n, c * hi0n).sum() + b[y] - b[j])
+    lowers = [t[0].detach().cpu().double().numpy() for t in ibp.lower]
+    uppers = [t[0].detach().cpu().double().numpy() for t in ibp.upper]
+    lp = _relaxation_lp(net_np, lo0n, hi0n, lowers, uppers, net.depth - 1, binary=True)
+    cost, const = _margin_objective(lp, net_np, y, j)
+    constraints = [LinearConstraint(lp["A_eq"], lp["b_eq"], lp["b_eq"])]
+    if lp["A_ub"] is not None:
+        constraints.append(LinearConstraint(lp["A_ub"], -np.inf, lp["b_ub"]))
+    lower = np.array([-np.inf if lo is None else lo for lo, _ in lp["bounds"]])
+    upper = np.array([np.inf if hi is None else hi for _, hi in lp["bounds"]])
+    res = milp(cost, constraints=constraints, integrality=lp["integrality"], bounds=Bounds(lower, upper),
+               options={"time_limit": float(time_limit)})
+    if res.status != 0:
+        raise RuntimeError(f"the MILP did not reach its optimum: {res.message}")
+    return float(res.fun) + const
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def preactivation_bounds(model: nn.Module, x: torch.Tensor, eps: float, method: str = "ibp") -> LayerBounds:
+    """Bounds of every pre-activation over the threat set by ``"ibp"`` or ``"dual"``
+    (layer by layer with the dual network, intersected with IBP). Logit bounds are IBP's."""
+    check_choice(method, "method", ("ibp", "dual"))
+    net, x_flat, _ = _prepare(model, x, eps)
+    lo0, hi0 = input_box(x_flat, eps)
+    return _ibp(net, lo0, hi0) if method == "ibp" else _dual_layer_bounds(net, lo0, hi0)
+
+
+def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "ibp", *,
+                  bounds="default", progress: bool | None = None) -> torch.Tensor:
+    r"""Lower bounds (B, K) of the margins :math:`z_y - z_j` over :math:`\mathcal{B}(x)`.
+
+    Column :math:`j = y` is 0 (the margin of a class with itself). ``method``: ``"ibp"``
+    (:func:`interval_bounds` through the last linear layer), ``"lp"``
+    (:func:`lp_margin_bounds`, pre-activation bounds by layerwise LP unless ``bounds`` is
+    ``"ibp"`` or a :class:`LayerBounds`) or ``"dual"`` (:func:`dual_margin_bounds`,
+    pre-activation bounds by the dual network unless ``bounds`` is given).
+    """
+    check_choice(method, "method", METHODS)
+    net, x_flat, y = _prepare(model, x, eps, y)
+    if method == "ibp":
+        return ibp_margin_bounds(net, x_flat, y, eps)
+    if method == "lp":
+        with torch.no_grad():
+            return lp_margin_bounds(net, x_flat, y, eps, bounds="lp" if bounds == "default" else bounds,
+                                    progress=progress)
+    if isinstance(bounds, str) and bounds != "default":
+        check_choice(bounds, "bounds", ("default", "ibp"))
+        bounds = _ibp(net, *input_box(x_flat, eps))
+    return dual_margin_bounds(net, x_flat, y, eps, bounds=None if bounds == "default" else bounds)
+
+
+class Certificate(NamedTuple):
+    r"""The certificate of a batch at one radius.
+
+    Attributes
+    ----------
+    prediction : torch.Tensor
+        (B,) int64: the certified class (the label ``y`` it was asked about) where
+        certified, :data:`ABSTAIN` (-1) elsewhere.
+    certified : torch.Tensor
+        (B,) bool: every margin lower bound is > 0, so the network predicts ``y`` at
+        every point of the threat set.
+    radius : torch.Tensor
+        (B,) the certified :math:`L_\infty` radius in pixel units: ``eps`` where
+        certified, 0 elsewhere.
+    margin_lower : torch.Tensor
+        (B, K) lower bounds of :math:`z_y - z_j` (0 in column y).
+    eps : float
+    norm : str
+        ``"linf"``.
+    method : str
+        ``"ibp"``, ``"lp"`` or ``"dual"``.
+    """
+
+    prediction: torch.Tensor
+    certified: torch.Tensor
+    radius: torch.Tensor
+    margin_lower: torch.Tensor
+    eps: float
+    norm: str
+    method: str
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the batch that is certified."""
+        return float(self.certified.float().mean())
+
+
+@torch.no_grad()
+def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, method: str = "ibp", *,
+            norm: str = "linf", bounds="default", batch_size: int = 512, progress: bool | None = None) -> Certificate:
+    r"""Certify that ``model`` predicts ``y`` everywhere in :math:`\mathcal{B}(x)`.
+
+    Certified means: the lower bound of every margin :math:`z_y - z_j`, :math:`j \ne y`,
+    is > 0. The guarantee is deterministic: for every :math:`x'` with
+    :math:`\|x' - x\|_\infty \le \varepsilon` and :math:`x' \in [0, 1]^d` the network's
+    prediction is ``y``. An input that is not certified may still be robust (the bounds
+    are loose), so the certified accuracy is a *lower* bound on the robust accuracy, as an
+    attack's accuracy is an upper bound.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Normalize/Flatten/Linear/ReLU network (see :func:`relu_network`).
+    x : torch.Tensor
+        Inputs (B, ...) in [0, 1].
+    y : torch.Tensor or None
+        Labels (B,) to certify; ``None`` certifies the model's own predictions.
+    eps : float
+        :math:`L_\infty` radius in pixel units.
+    method : {"ibp", "lp", "dual"}
+        Interval bounds, the exact LP of the triangle relaxation (tiny networks; one LP per
+        input and margin), or the Kolter--Wong dual bound (batched).
+    norm : {"linf"}
+        The threat model (only :math:`L_\infty`).
+    bounds : {"default", "ibp"} or LayerBounds
+        Pre-activation bounds of the lp/dual relaxations (see :func:`margin_bounds`).
+    batch_size : int
+        Inputs per batch (ibp and dual).
+
+    Returns
+    -------
+    Certificate
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> cert = certify(model, x, None, eps=0.0)
+    >>> bool(cert.certified.all())  # at eps = 0 the bounds are exact: every input is certified
+    True
+    >>> certify(model, x, None, eps=0.3).fraction <= cert.fraction
+    True
+    """
+    check_model(model)
+    check_images(x, "x")
+    check_nonneg(eps, "eps", allow_tensor=False)
+    check_choice(method, "method", METHODS)
+    if parse_norm(norm) != math.inf:
+        raise ValueError(f"norm must be 'linf' (the only threat model of certify.bounds), got {norm!r}")
+    check_positive_int(batch_size, "batch_size")
+    if y is None:
+        y = _train.predict(model, x)
+    check_labels(y, "y", batch_size=x.shape[0])
+    was_training = model.training
+    model.eval()
+    try:
+        step = x.shape[0] if method == "lp" else batch_size
+        chunks = [margin_bounds(model, x[i:i + step], y[i:i + step], eps, method, bounds=bounds, progress=progress)
+                  for i in range(0, x.shape[0], step)]
+    finally:
+        model.train(was_training)
+    lower = torch.cat(chunks).cpu()
+    y = y.cpu()
+    own = F.one_hot(y, lower.shape[1]).bool()
+    lower = lower.masked_fill(own, 0.0)
+    certified = lower.masked_fill(own, math.inf).amin(1) > 0
+    prediction = torch.where(certified, y, torch.full_like(y, ABSTAIN))
+    radius = torch.where(certified, torch.tensor(float(eps)), torch.tensor(0.0))
+    return Certificate(prediction, certified, radius, lower, float(eps), "linf", method)
+
+
+def certified_accuracy(model: nn.Module, data, eps: float, method: str = "ibp", **kwargs) -> float:
+    """Fraction of ``data = (x, y)`` certified at radius ``eps`` with its true label.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    >>> certified_accuracy(model, (x, y), 0.0) == rl.train.evaluate(model, (x, y))
+    True
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError(f"data must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
+    return certify(model, data[0], data[1], eps, method, **kwargs).fraction
+
+
+# --------------------------------------------------------------------------- certified training
+
+
+def _worst_case_logits(margin_lower: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Logits whose cross-entropy upper-bounds that of every point of the threat set: -margin bounds."""
+    return (-margin_lower).masked_fill(F.one_hot(y, margin_lower.shape[1]).bool(), 0.0)
+
+
+def _counter():
+    return [0]
+
+
+@dataclasses.dataclass(frozen=True)
+class IBPLoss:
+    r"""Certified training with interval bounds (Gowal et al., 2018).
+
+    .. math::
+
+        \mathcal{L} = \kappa\, \mathcal{L}_{\mathrm{CE}}\big(z(x), y\big)
+        + (1 - \kappa)\, \mathcal{L}_{\mathrm{CE}}\big(\hat z(x, \varepsilon), y\big),
+        \qquad \hat z_j = -\underline{m}_j, \quad \hat z_y = 0,
+
+    where :math:`\underline{m}_j` is the IBP lower bound of the margin :math:`z_y - z_j`:
+    :math:`\hat z` are the worst-case logits, and their cross-entropy bounds the
+    cross-entropy of every input of the threat set from above. Following Gowal et al.,
+    the first ``warmup`` batches are clean (:math:`\varepsilon = 0`, :math:`\kappa = 1`),
+    then over ``ramp`` batches :math:`\varepsilon` grows linearly to ``eps`` and
+    :math:`\kappa` falls linearly to ``kappa``.
+
+    Parameters
+    ----------
+    eps : float
+        Training radius (:math:`L_\infty`, pixel units).
+    kappa : float
+        Final weight of the clean loss, in [0, 1] (Gowal et al.: 0.5).
+    warmup, ramp : int
+        Numbers of training batches of the two phases. The object counts its calls;
+        :meth:`reset` restarts the schedule.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> loss_fn = IBPLoss(eps=0.1, kappa=0.5)
+    >>> x, y = torch.rand(8, 1, 8, 8), torch.arange(8)
+    >>> loss, logits = loss_fn(model, x, y)
+    >>> bool(loss >= rl.train.cross_entropy_loss(model, x, y)[0] * 0.5)
+    True
+    """
+
+    eps: float
+    kappa: float = 0.5
+    warmup: int = 0
+    ramp: int = 0
+    _calls: list = dataclasses.field(default_factory=_counter, repr=False, compare=False)
+
+    def __post_init__(self):
+        check_nonneg(self.eps, "eps", allow_tensor=False)
+        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not 0 <= self.kappa <= 1:
+            raise ValueError(f"kappa must be a number in [0, 1], got {self.kappa!r}")
+        check_positive_int(self.warmup, "warmup", allow_zero=True)
+        check_positive_int(self.ramp, "ramp", allow_zero=True)
+
+    def schedule(self, step: int) -> tuple:
+        """``(eps, kappa)`` of training batch ``step`` (counted from 0)."""
+        if step < self.warmup:
+            return 0.0, 1.0
+        t = 1.0 if self.ramp == 0 else min(1.0, (step - self.warmup + 1) / self.ramp)
+        return float(self.eps) * t, 1.0 - (1.0 - float(self.kappa)) * t
+
+    @property
+    def current(self) -> tuple:
+        """``(eps, kappa)`` of the next batch."""
+        return self.schedule(self._calls[0])
+
+    def reset(self) -> None:
+        """Restart the warm-up and the ramp (a new training run with the same object)."""
+        self._calls[0] = 0
+
+    def __call__(self, model, x, y):
+        eps, kappa = self.current
+        self._calls[0] += 1
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if kappa < 1.0:
+            net = relu_network(model, tuple(x.shape[1:]))
+            lower = ibp_margin_bounds(net, x.flatten(1), y, eps)
+            loss = kappa * loss + (1 - kappa) * F.cross_entropy(_worst_case_logits(lower, y), y)
+        return loss, logits
+
+
+# Recipes of :func:`ibp_trained_model`: epochs, then warm-up and ramp in epochs.
+IBP_RECIPES = {
+    "quick": dict(width=4, epochs=60, warmup_epochs=5, ramp_epochs=25, lr=2e-3, batch_size=64, kappa=0.5),
+    "full": dict(width=16, epochs=20, warmup_epochs=1, ramp_epochs=8, lr=1e-3, batch_size=128, kappa=0.5),
+}
+DEFAULT_EPS = {"digits": 0.1, "mnist": 0.1, "fashion_mnist": 0.1, "cifar10": 2 / 255}
+
+
+def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, train_eps: float | None = None,
+                      seed: int = 0, device=None, progress: bool | None = None, cache: bool = True,
+                      **overrides) -> _train.Trained:
+    """An MLP trained with :class:`IBPLoss` on the profile's data set (cached on disk).
+
+    The certified-training counterpart of :func:`robustlab.train.trained_model`: the
+    profile's recipe (:data:`IBP_RECIPES`: MLP width, epochs, warm-up and ramp epochs,
+    learning rate, final kappa) through :func:`robustlab.train.fit` with ``cache``.
+
+    Parameters
+    ----------
+    dataset : str, optional
+        Default: the profile's data set.
+    eps : float, optional
+        The radius to certify (default 0.1 on the digits and MNIST).
+    train_eps : float, optional
+        The training radius; default ``1.1 * eps`` (training slightly above the test
+        radius helps, as Gowal et al. report).
+    seed, device, progress, cache
+        As in :func:`robustlab.train.trained_model`.
+    **overrides
+        Replace entries of the recipe.
+
+    Returns
+    -------
+    Trained
+        ``(model, history)``, the model in eval mode; the same architecture as
+        ``rl.train.trained_model(arch="mlp", width=recipe["width"])``.
+    """
+    prof = config.profile()
+    dataset = prof.dataset if dataset is None else dataset
+    meta = _data.info(dataset)
+    eps = DEFAULT_EPS[meta.name] if eps is None else eps
+    check_nonneg(eps, "eps", allow_tensor=False)
+    train_eps = 1.1 * eps if train_eps is None else train_eps
+    check_nonneg(train_eps, "train_eps", allow_tensor=False)
+    recipe = dict(IBP_RECIPES[prof.name])
+    unknown = set(overrides) - set(recipe)
+    if unknown:
+        raise TypeError(f"unknown recipe entries {sorted(unknown)}; the recipe has {sorted(recipe)}")
+    recipe.update(overrides)
+    if prof.smoke:
+        recipe.update(epochs=1, warmup_epochs=0, ramp_epochs=1)
+    train, test = _data.load(dataset)
+    batches = math.ceil(train.x.shape[0] / recipe["batch_size"])
+    loss_fn = IBPLoss(eps=float(train_eps), kappa=recipe["kappa"], warmup=recipe["warmup_epochs"] * batches,
+                      ramp=recipe["ramp_epochs"] * batches)
+    model = _models.build("mlp", dataset, width=recipe["width"], seed=seed)
+    model.to(_models.best_device() if device is None else device)
+    hist = _train.fit(model, train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
+                      seed=seed, loss_fn=loss_fn, eval_data=test, progress=progress, cache=cache,
+                      schedule="constant", desc=f"IBP training MLP on {dataset}")
+    model.eval()
+    return _train.Trained(model, hist)
