@@ -13,5 +13,6 @@ One submodule per chapter topic; every demo is importable from here.
 """
 
 from .attacks import AttackExplorer
+from .features import TradeoffExplorer
 
-__all__ = ["AttackExplorer"]
+__all__ = ["AttackExplorer", "TradeoffExplorer"]
