@@ -347,10 +347,13 @@ def ibp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | No
 # --------------------------------------------------------------------------- the dual bound
 
 
-def _dual_backward(net: ReLUNetwork, spec_w, spec_b, layer: int, lowers, uppers, lo0, hi0):
+def _dual_backward(net: ReLUNetwork, spec_w, spec_b, layer: int, lowers, uppers, lo0, hi0, alphas=None):
     r"""Lower bound of ``spec_w @ z_layer + spec_b`` (spec_w: (B, S, n_layer)) by the dual network.
 
     ``layer`` counts affine maps from 1; ``lowers[k]``/``uppers[k]`` bound z_{k+1}.
+    ``alphas[k - 1]`` (B, S, n_k), if given, are the slopes in [0, 1] of the lower sides
+    :math:`a \ge \alpha z` of the unstable ReLUs of layer k (default: Kolter and Wong's
+    :math:`u/(u - l)`, parallel to the upper side).
     """
     lam = spec_w
     const = spec_b
@@ -366,7 +369,11 @@ def _dual_backward(net: ReLUNetwork, spec_w, spec_b, layer: int, lowers, uppers,
         intercept = torch.where(unstable, -s * lo, torch.zeros_like(lo))  # upper line: a <= s z + intercept
         lam_neg = lam.clamp_max(0)
         const = const + (lam_neg * intercept[:, None, :]).sum(-1)
-        lam = lam * s[:, None, :]
+        if alphas is None:
+            lam = lam * s[:, None, :]
+        else:
+            lower_slope = torch.where(unstable[:, None, :], alphas[k - 2], s[:, None, :])
+            lam = lam.clamp_min(0) * lower_slope + lam_neg * s[:, None, :]
     mid, rad = (hi0 + lo0) / 2, (hi0 - lo0) / 2
     return const + torch.einsum("bsn,bn->bs", lam, mid) - torch.einsum("bsn,bn->bs", lam.abs(), rad)
 
@@ -389,7 +396,8 @@ def _dual_layer_bounds(net: ReLUNetwork, lo0, hi0) -> LayerBounds:
     return LayerBounds(tuple(lowers), tuple(uppers))
 
 
-def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | None = None) -> torch.Tensor:
+def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | None = None, *,
+                       alpha_steps: int = 0, alpha_lr: float = 0.1) -> torch.Tensor:
     r"""The Kolter--Wong dual bound (B, K) on the margins :math:`z_y - z_j`, batched.
 
     With the margin as objective :math:`c^\top z_L`, the *dual network* runs the network
@@ -412,6 +420,13 @@ def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | N
 
     ``bounds`` are the pre-activation bounds of the hidden layers (default: computed
     layer by layer with the same dual network, intersected with IBP).
+
+    The lower side :math:`a \ge \alpha z` of an unstable ReLU is valid for every
+    :math:`\alpha \in [0, 1]`, and each choice gives a dual-feasible point. With
+    ``alpha_steps > 0`` the slopes (one per input, margin and neuron, starting from
+    :math:`u/(u - l)`) are tuned by projected gradient ascent on :math:`J` with Adam, and
+    the best value seen is kept: the bound rises towards the LP optimum, which the best
+    slopes reach (strong duality; Salman et al., 2019).
     """
     lo0, hi0 = input_box(x_flat, eps)
     if bounds is None:
@@ -420,7 +435,31 @@ def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | N
     eye = torch.eye(n_classes, dtype=x_flat.dtype, device=x_flat.device)
     spec = eye[y][:, None, :] - eye[None, :, :]  # row j: e_y - e_j, a specification on the logits z_L
     zero = torch.zeros(spec.shape[:2], dtype=x_flat.dtype, device=x_flat.device)
-    return _dual_backward(net, spec, zero, net.depth, bounds.lower, bounds.upper, lo0, hi0)
+    best = _dual_backward(net, spec, zero, net.depth, bounds.lower, bounds.upper, lo0, hi0)
+    check_positive_int(alpha_steps, "alpha_steps", allow_zero=True)
+    if alpha_steps == 0 or net.depth == 1:
+        return best
+    lowers = [t.detach() for t in bounds.lower]
+    uppers = [t.detach() for t in bounds.upper]
+    alphas = []
+    for lo, hi in zip(lowers[:-1], uppers[:-1]):
+        s = (hi / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+        alphas.append(s[:, None, :].expand(-1, spec.shape[1], -1).clone().requires_grad_(True))
+    opt = torch.optim.Adam(alphas, lr=alpha_lr)
+    best = best.detach()
+    with torch.enable_grad():
+        for _ in range(alpha_steps):
+            value = _dual_backward(net, spec, zero, net.depth, lowers, uppers, lo0, hi0,
+                                   alphas=alphas)
+            best = torch.maximum(best, value.detach())
+            opt.zero_grad()
+            (-value.sum()).backward(inputs=alphas)
+            opt.step()
+            with torch.no_grad():
+                for a in alphas:
+                    a.clamp_(0, 1)
+        value = _dual_backward(net, spec, zero, net.depth, lowers, uppers, lo0, hi0, alphas=alphas)
+    return torch.maximum(best, value.detach())
 
 
 # --------------------------------------------------------------------------- the linear program
@@ -543,7 +582,7 @@ def _margin_objective(lp, net_np, yi, j):
     return cost, float(b[yi] - b[j])
 
 
-def lp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | str = "lp", *,
+def lp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | str = "dual", *,
                      progress: bool | None = None) -> torch.Tensor:
     r"""Lower bounds (B, K) of the margins: the exact optimum of the Kolter--Wong relaxation.
 
@@ -557,7 +596,8 @@ def lp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | str
 
     where an active ReLU is :math:`a = z`, an inactive one :math:`a = 0`, and an unstable
     one the triangle :math:`a \ge 0,\ a \ge z,\ a \le u(z - l)/(u - l)`, is solved with
-    HiGHS. ``bounds`` gives the pre-activation bounds :math:`l, u`: ``"ibp"``, ``"lp"``
+    HiGHS. ``bounds`` gives the pre-activation bounds :math:`l, u`: ``"dual"`` (the dual
+    network layer by layer, intersected with IBP), ``"ibp"``, ``"lp"``
     (layer by layer, each neuron's min and max by LP over the relaxation of the layers
     below; tightest, 2 n_k LPs per layer) or a :class:`LayerBounds` object. One LP per input
     and margin: for tiny networks only.
@@ -565,7 +605,9 @@ def lp_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | str
     lo0, hi0 = input_box(x_flat, eps)
     ibp = _ibp(net, lo0, hi0)
     if isinstance(bounds, str):
-        check_choice(bounds, "bounds", ("ibp", "lp"))
+        check_choice(bounds, "bounds", ("dual", "ibp", "lp"))
+        if bounds == "dual":
+            bounds = _dual_layer_bounds(net, lo0, hi0)
     net_np = _numpy_net(net)
     lo0n, hi0n = lo0.detach().cpu().double().numpy(), hi0.detach().cpu().double().numpy()
     n_classes = net.weights[-1].shape[0]
@@ -680,27 +722,39 @@ def preactivation_bounds(model: nn.Module, x: torch.Tensor, eps: float, method: 
 
 
 def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "ibp", *,
-                  bounds="default", progress: bool | None = None) -> torch.Tensor:
+                  bounds="dual", alpha_steps: int = 0, progress: bool | None = None) -> torch.Tensor:
     r"""Lower bounds (B, K) of the margins :math:`z_y - z_j` over :math:`\mathcal{B}(x)`.
 
-    Column :math:`j = y` is 0 (the margin of a class with itself). ``method``: ``"ibp"``
-    (:func:`interval_bounds` through the last linear layer), ``"lp"``
-    (:func:`lp_margin_bounds`, pre-activation bounds by layerwise LP unless ``bounds`` is
-    ``"ibp"`` or a :class:`LayerBounds`) or ``"dual"`` (:func:`dual_margin_bounds`,
-    pre-activation bounds by the dual network unless ``bounds`` is given).
+    Column :math:`j = y` is 0 (the margin of a class with itself).
+
+    Parameters
+    ----------
+    model, x, y, eps
+        As in :func:`certify`.
+    method : {"ibp", "lp", "dual"}
+        :func:`interval_bounds` through the last linear layer, the exact LP of the
+        relaxation (:func:`lp_margin_bounds`), or the dual bound
+        (:func:`dual_margin_bounds`).
+    bounds : {"dual", "ibp", "lp"} or LayerBounds
+        Pre-activation bounds of the relaxation (lp and dual): layer by layer by the dual
+        network intersected with IBP (default), plain IBP, layerwise LP (lp only; slow), or
+        given bounds. Ignored by ``"ibp"``.
+    alpha_steps : int
+        Slope optimization steps of the dual bound (see :func:`dual_margin_bounds`).
     """
     check_choice(method, "method", METHODS)
     net, x_flat, y = _prepare(model, x, eps, y)
     if method == "ibp":
         return ibp_margin_bounds(net, x_flat, y, eps)
+    if not isinstance(bounds, LayerBounds):
+        check_choice(bounds, "bounds", ("dual", "ibp", "lp") if method == "lp" else ("dual", "ibp"))
     if method == "lp":
         with torch.no_grad():
-            return lp_margin_bounds(net, x_flat, y, eps, bounds="lp" if bounds == "default" else bounds,
-                                    progress=progress)
-    if isinstance(bounds, str) and bounds != "default":
-        check_choice(bounds, "bounds", ("default", "ibp"))
+            return lp_margin_bounds(net, x_flat, y, eps, bounds=bounds, progress=progress)
+    if bounds == "ibp":
         bounds = _ibp(net, *input_box(x_flat, eps))
-    return dual_margin_bounds(net, x_flat, y, eps, bounds=None if bounds == "default" else bounds)
+    return dual_margin_bounds(net, x_flat, y, eps, bounds=None if bounds == "dual" else bounds,
+                              alpha_steps=alpha_steps)
 
 
 class Certificate(NamedTuple):
@@ -742,7 +796,8 @@ class Certificate(NamedTuple):
 
 @torch.no_grad()
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, method: str = "ibp", *,
-            norm: str = "linf", bounds="default", batch_size: int = 512, progress: bool | None = None) -> Certificate:
+            norm: str = "linf", bounds="dual", alpha_steps: int = 0, batch_size: int = 512,
+            progress: bool | None = None) -> Certificate:
     r"""Certify that ``model`` predicts ``y`` everywhere in :math:`\mathcal{B}(x)`.
 
     Certified means: the lower bound of every margin :math:`z_y - z_j`, :math:`j \ne y`,
@@ -767,8 +822,10 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: floa
         input and margin), or the Kolter--Wong dual bound (batched).
     norm : {"linf"}
         The threat model (only :math:`L_\infty`).
-    bounds : {"default", "ibp"} or LayerBounds
+    bounds : {"dual", "ibp", "lp"} or LayerBounds
         Pre-activation bounds of the lp/dual relaxations (see :func:`margin_bounds`).
+    alpha_steps : int
+        Slope optimization steps of the dual bound (0: Kolter and Wong's fixed slopes).
     batch_size : int
         Inputs per batch (ibp and dual).
 
@@ -801,7 +858,8 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: floa
     model.eval()
     try:
         step = x.shape[0] if method == "lp" else batch_size
-        chunks = [margin_bounds(model, x[i:i + step], y[i:i + step], eps, method, bounds=bounds, progress=progress)
+        chunks = [margin_bounds(model, x[i:i + step], y[i:i + step], eps, method, bounds=bounds,
+                                alpha_steps=alpha_steps, progress=progress)
                   for i in range(0, x.shape[0], step)]
     finally:
         model.train(was_training)
