@@ -6,3 +6,6 @@ certify the majority vote.
 * :mod:`robustlab.smoothing.gaussian` -- Gaussian randomized smoothing (Cohen et al.):
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
 """
+
+from . import dp
+from . import gaussian
