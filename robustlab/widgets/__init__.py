@@ -14,5 +14,6 @@ One submodule per chapter topic; every demo is importable from here.
 
 from .attacks import AttackExplorer
 from .features import TradeoffExplorer
+from .smoothing import SmoothingExplorer
 
-__all__ = ["AttackExplorer", "TradeoffExplorer"]
+__all__ = ["AttackExplorer", "TradeoffExplorer", "SmoothingExplorer"]
