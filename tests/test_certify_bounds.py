@@ -1,0 +1,241 @@
+"""Bounds on ReLU networks are sound (no input of the threat set escapes them), ordered as
+the theory says (IBP <= LP of the relaxation <= exact MILP <= every reached margin; the
+dual bound <= LP, and equal to it with optimized slopes), and certificates are never
+contradicted by an attack."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import robustlab as rl
+from robustlab.certify import bounds as B
+
+
+def tiny_net(seed=0, d_in=16, hidden=(12, 10), n_classes=4, normalize=True):
+    torch.manual_seed(seed)
+    layers = [rl.models.Normalize([0.3], [0.4])] if normalize else []
+    layers.append(nn.Flatten())
+    width = d_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.fixture(scope="module")
+def case():
+    model = tiny_net()
+    torch.manual_seed(1)
+    x = torch.rand(4, 1, 4, 4)
+    x[0, 0, 0] = 0.0  # pixels at the edge of the box: the threat set is clipped there
+    x[1, 0, 1] = 1.0
+    y = torch.tensor([0, 1, 2, 3])
+    return model, x, y, 0.06
+
+
+def reached_margins(model, x, y, eps, n=4000, seed=0):
+    """Margins z_y - z_j at many points of the threat set: random points, random corners and
+    targeted PGD towards every rival class; returns the smallest margin seen (B, K)."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand((n,) + x.shape, generator=gen) * 2 - 1
+    corners = torch.randint(0, 2, (n,) + x.shape, generator=gen).float() * 2 - 1
+    points = [(x[None] + eps * noise).clamp(0, 1), (x[None] + eps * corners).clamp(0, 1)]
+    for j in range(model[-1].out_features):
+        targets = torch.full_like(y, j)
+        keep = y != j
+        adv = rl.attacks.pgd(model, x[keep], y[keep], eps=eps, steps=40, targets=targets[keep], loss="cw", seed=j)
+        full = x.clone()
+        full[keep] = adv
+        points.append(full[None])
+    xs = torch.cat(points)
+    with torch.no_grad():
+        z = model(xs.flatten(0, 1)).view(xs.shape[0], x.shape[0], -1)
+    margins = z.gather(2, y.view(1, -1, 1).expand(xs.shape[0], -1, 1)) - z
+    return margins.amin(0)
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def test_relu_network_folds_the_normalization_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(rl.models.Normalize([0.2, 0.5, 0.7], [0.3, 0.2, 0.6]), nn.Flatten(),
+                          nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.rand(7, 3, 2, 2)
+    net = B.relu_network(model, (3, 2, 2))
+    assert torch.allclose(net.forward(x.flatten(1)), model(x), atol=1e-6)
+
+
+def test_unsupported_layers_are_refused_by_name():
+    with pytest.raises(TypeError, match="Conv2d"):
+        B.relu_network(rl.models.build("cnn", "digits", width=2), (1, 8, 8))
+    with pytest.raises(TypeError, match="last layer of model must be Linear"):
+        B.relu_network(nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.ReLU()), (4,))
+    with pytest.raises(TypeError, match="two Linear layers in a row"):
+        B.relu_network(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), (4,))
+    with pytest.raises(TypeError, match="Tanh"):
+        B.certify(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), torch.rand(2, 4), None, 0.1)
+
+
+# --------------------------------------------------------------------------- soundness
+
+
+def test_interval_bounds_contain_every_layer_at_sampled_inputs(case):
+    model, x, y, eps = case
+    bounds = B.interval_bounds(model, x, eps)
+    xs = (x[None] + eps * (torch.rand((3000,) + x.shape) * 2 - 1)).clamp(0, 1).flatten(0, 1)
+    net = B.relu_network(model, (1, 4, 4))
+    a = xs.flatten(1)
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        z = (a @ w.T + b).view(3000, x.shape[0], -1)
+        assert (z >= bounds.lower[k] - 1e-5).all() and (z <= bounds.upper[k] + 1e-5).all(), f"layer {k + 1}"
+        a = z.clamp_min(0).flatten(0, 1)
+
+
+@pytest.mark.parametrize("method,kw", [("ibp", {}), ("dual", {}), ("dual", {"bounds": "ibp"}),
+                                       ("dual", {"alpha_steps": 30}), ("lp", {"bounds": "ibp"}), ("lp", {}),
+                                       ("lp", {"bounds": "lp"})])
+def test_margin_lower_bounds_hold_at_every_reached_point(case, method, kw):
+    model, x, y, eps = case
+    lower = B.margin_bounds(model, x, y, eps, method, progress=False, **kw)
+    reached = reached_margins(model, x, y, eps)
+    assert (lower <= reached + 1e-5).all(), (lower - reached).max()
+
+
+def test_the_bounds_are_ordered_as_the_relaxations_are_nested(case):
+    model, x, y, eps = case
+    ibp = B.margin_bounds(model, x, y, eps, "ibp")
+    lp_ibp = B.margin_bounds(model, x, y, eps, "lp", bounds="ibp", progress=False)
+    lp_dual = B.margin_bounds(model, x, y, eps, "lp", bounds="dual", progress=False)
+    lp_lp = B.margin_bounds(model, x, y, eps, "lp", bounds="lp", progress=False)
+    kw_ibp = B.margin_bounds(model, x, y, eps, "dual", bounds="ibp")
+    opt_ibp = B.margin_bounds(model, x, y, eps, "dual", bounds="ibp", alpha_steps=150)
+    exact = torch.tensor([[B.milp_margin(model, x[i:i + 1], int(y[i]), j, eps) if j != int(y[i]) else 0.0
+                           for j in range(4)] for i in range(4)])
+    tol = 1e-5
+    assert (lp_ibp >= ibp - tol).all(), "the LP over the triangles is never looser than IBP"
+    assert (lp_dual >= lp_ibp - tol).all() and (lp_lp >= lp_ibp - tol).all(), "tighter l, u: tighter LP"
+    assert (kw_ibp <= lp_ibp + tol).all(), "weak duality: the dual bound never exceeds the LP value"
+    assert (opt_ibp >= kw_ibp - tol).all()
+    assert torch.allclose(opt_ibp, lp_ibp, atol=2e-3), "optimized slopes reach the LP optimum"
+    assert (exact >= lp_lp - tol).all(), "the exact minimum is above every relaxation"
+    assert (lp_ibp < exact - 1e-3).any(), "the relaxation is not exact here (the test has unstable ReLUs)"
+    assert (B.interval_bounds(model, x, eps).unstable()[0] > 0).all()
+
+
+def test_two_dimensional_net_against_brute_force_on_a_grid():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x, y, eps = torch.tensor([[0.45, 0.6]]), torch.tensor([1]), 0.15
+    n = 601
+    g = torch.linspace(-eps, eps, n)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).view(-1, 2) + x
+    grid = grid.clamp(0, 1)
+    with torch.no_grad():
+        z = model(grid)
+    grid_min = (z[:, 1:2] - z).amin(0)
+    exact = torch.tensor([B.milp_margin(model, x, 1, j, eps) if j != 1 else 0.0 for j in range(3)])
+    # the net is Lipschitz: the grid misses the minimum by at most L * (half a grid step * sqrt(2))
+    lip = 1.0
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            lip *= float(torch.linalg.matrix_norm(layer.weight.detach(), 2))
+    slack = 2 * lip * (2 * eps / (n - 1)) * math.sqrt(2) / 2
+    assert (exact <= grid_min + 1e-6).all() and (grid_min <= exact + slack).all(), (exact, grid_min, slack)
+    for method in ("ibp", "dual", "lp"):
+        lower = B.margin_bounds(model, x, y, eps, method, progress=False)[0]
+        assert (lower <= exact + 1e-5).all(), method
+
+
+def test_at_zero_radius_every_bound_is_the_margin_itself(case):
+    model, x, y, _ = case
+    z = model(x).detach()
+    margins = z.gather(1, y[:, None]) - z
+    for method in ("ibp", "dual", "lp"):
+        assert torch.allclose(B.margin_bounds(model, x, y, 0.0, method, progress=False), margins, atol=1e-5), method
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+@pytest.fixture(scope="module")
+def standard_mlp():
+    model, _ = rl.train.trained_model("digits", "mlp", width=4, progress=False)
+    _, test = rl.data.load("digits")
+    return model, rl.data.subset(test, 150, seed=0)
+
+
+def test_an_input_that_pgd_breaks_is_never_certified(standard_mlp):
+    model, (x, y) = standard_mlp
+    for eps in (0.03, 0.08):
+        broken = rl.train.predict(model, rl.attacks.pgd(model, x, y, eps=eps, steps=30, restarts=2, seed=0)) != y
+        for method, kw in (("ibp", {}), ("dual", {}), ("dual", {"alpha_steps": 10})):
+            cert = B.certify(model, x, y, eps, method, **kw)
+            assert not (cert.certified & broken).any(), (eps, method)
+        assert broken.any(), "the attack breaks some inputs, so the test can fail"
+        assert B.certify(model, x, y, eps, "dual").certified.any(), "and the dual bound certifies some"
+
+
+def test_certificate_fields_follow_the_contract(standard_mlp):
+    model, (x, y) = standard_mlp
+    cert = B.certify(model, x, y, 0.05, "dual")
+    assert cert.method == "dual" and cert.norm == "linf" and cert.eps == 0.05
+    assert torch.equal(cert.prediction[cert.certified], y[cert.certified])
+    assert (cert.prediction[~cert.certified] == B.ABSTAIN).all()
+    assert torch.equal(cert.radius, torch.where(cert.certified, 0.05, 0.0))
+    assert (cert.margin_lower.gather(1, y[:, None]) == 0).all()
+    clean = B.certify(model, x, None, 0.0)  # certifying the model's own predictions at eps 0
+    assert clean.certified.all() and torch.equal(clean.prediction, rl.train.predict(model, x))
+    assert B.certified_accuracy(model, (x, y), 0.0) == pytest.approx(rl.train.evaluate(model, (x, y)))
+
+
+def test_arguments_are_checked(case):
+    model, x, y, eps = case
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        B.certify(model, x, y, -0.1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        B.certify(model, x, y, eps, method="milp")
+    with pytest.raises(ValueError, match="norm must be 'linf'"):
+        B.certify(model, x, y, eps, norm="l2")
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
+        B.certify(model, x + 1, y, eps)
+    with pytest.raises(ValueError, match="y has 3 labels"):
+        B.certify(model, x, y[:3], eps)
+    with pytest.raises(ValueError, match="bounds must be one of"):
+        B.certify(model, x, y, eps, method="dual", bounds="lp")
+    with pytest.raises(ValueError, match="x must hold one input"):
+        B.milp_margin(model, x, 0, 1, eps)
+    with pytest.raises(ValueError, match="kappa must be"):
+        B.IBPLoss(eps=0.1, kappa=1.5)
+
+
+# --------------------------------------------------------------------------- certified training
+
+
+def test_ibp_loss_schedule_and_worst_case_logits(case):
+    model, x, y, eps = case
+    loss_fn = B.IBPLoss(eps=0.2, kappa=0.5, warmup=2, ramp=4)
+    assert [loss_fn.schedule(t) for t in (0, 1)] == [(0.0, 1.0), (0.0, 1.0)]
+    assert loss_fn.schedule(3) == pytest.approx((0.1, 0.75)) and loss_fn.schedule(9) == pytest.approx((0.2, 0.5))
+    # kappa = 0: the cross-entropy of the worst-case logits bounds that of every reached point
+    robust, _ = B.IBPLoss(eps=eps, kappa=0.0)(model, x, y)
+    xs = (x[None] + eps * (torch.rand((500,) + x.shape) * 2 - 1)).clamp(0, 1).flatten(0, 1)
+    ce = nn.functional.cross_entropy(model(xs), y.repeat(500), reduction="none").view(500, -1)
+    assert float(robust.detach()) >= float(ce.detach().max(0).values.mean()) - 1e-5
+    (grad,) = torch.autograd.grad(robust, model[2].weight)
+    assert grad.abs().sum() > 0, "the loss trains the model through the bounds"
+
+
+def test_ibp_training_certifies_what_standard_training_cannot(standard_mlp):
+    std, (x, y) = standard_mlp
+    model, hist = B.ibp_trained_model("digits", eps=0.1, progress=False, epochs=10, warmup_epochs=1, ramp_epochs=5)
+    eps = 0.1
+    certified = B.certified_accuracy(model, (x, y), eps, "ibp")
+    pgd_acc = rl.train.evaluate(model, (rl.attacks.pgd(model, x, y, eps=eps, steps=20, seed=0), y))
+    assert rl.train.evaluate(model, (x, y)) >= 0.85
+    assert certified >= 0.4, certified
+    assert B.certified_accuracy(std, (x, y), eps, "ibp") <= 0.05
+    assert certified <= pgd_acc, "a certified lower bound cannot exceed an attack's upper bound"
