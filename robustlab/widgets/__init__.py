@@ -13,7 +13,8 @@ One submodule per chapter topic; every demo is importable from here.
 """
 
 from .attacks import AttackExplorer
+from .training import DeltaBallDemo
 from .features import TradeoffExplorer
 from .smoothing import SmoothingExplorer
 
-__all__ = ["AttackExplorer", "TradeoffExplorer", "SmoothingExplorer"]
+__all__ = ["AttackExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer"]
