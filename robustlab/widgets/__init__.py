@@ -13,8 +13,9 @@ One submodule per chapter topic; every demo is importable from here.
 """
 
 from .attacks import AttackExplorer
+from .certify import BoundsExplorer
 from .training import DeltaBallDemo
 from .features import TradeoffExplorer
 from .smoothing import SmoothingExplorer
 
-__all__ = ["AttackExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer"]
+__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer"]
