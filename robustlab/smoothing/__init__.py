@@ -9,3 +9,5 @@ certify the majority vote.
 
 from . import dp
 from . import gaussian
+
+from . import dp

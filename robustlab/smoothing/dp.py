@@ -1,0 +1,945 @@
+r"""Certification from differential privacy (PixelDP, Lecuyer et al., 2019).
+
+A randomized scoring function :math:`A : [0,1]^d \to [0,1]^K` is
+:math:`(\varepsilon, \delta)`-differentially private with respect to the :math:`L_p`
+metric at distance :math:`L` if for all inputs with :math:`\|x - x'\|_p \le L` and every
+set :math:`S` of outputs
+
+.. math::
+
+    P(A(x) \in S) \le e^{\varepsilon} P(A(x') \in S) + \delta .
+
+**Lemma 1.** If the outputs lie in :math:`[0, 1]`, the expected output is stable:
+:math:`E[A(x)] \le e^{\varepsilon} E[A(x')] + \delta`.
+
+**Proposition.** If for some class :math:`i`
+
+.. math::
+
+    E[A_i(x)] > e^{2\varepsilon} \max_{j \ne i} E[A_j(x)] + (1 + e^{\varepsilon})\,\delta ,
+
+then the smoothed classifier :math:`g(x) = \arg\max_k E[A_k(x)]` predicts :math:`i` at
+every :math:`x'` with :math:`\|x' - x\|_p \le L`.
+
+The noise layer makes a network DP: its first layer :math:`h(x) = Wx + b` is divided by
+its sensitivity :math:`N_{p,q} = \|W\|_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p`
+(:func:`sensitivity`), so that it has sensitivity at most 1, and noise calibrated by
+:math:`(\varepsilon, \delta, L)` is added to its output:
+
+* Laplace mechanism (:math:`L_1` attacks, :math:`q = 1`): scale
+  :math:`b = N_{1,1} L / \varepsilon` per coordinate, :math:`(\varepsilon, 0)`-DP
+  (:func:`laplace_scale`);
+* Gaussian mechanism (:math:`L_2` attacks with :math:`q = 2`, and :math:`L_\infty`
+  attacks with :math:`N_{\infty,2}`): standard deviation
+  :math:`\sigma = \sqrt{2\ln(1.25/\delta)}\, N_{p,2} L / \varepsilon`,
+  :math:`(\varepsilon, \delta)`-DP for :math:`\varepsilon \le 1` (:func:`gaussian_sigma`).
+
+Everything after the noise layer is post-processing and keeps the guarantee. The noise
+is on at training and at prediction time. :func:`expected_scores` estimates
+:math:`E[A(x)]` by Monte Carlo, :func:`score_bounds` bounds it simultaneously for all
+classes (Bonferroni), and :func:`certify` applies the proposition to the bounds and
+returns the largest radius at which it holds.
+
+References: Lecuyer, Atlidakis, Geambasu, Hsu, Jana, "Certified robustness to adversarial
+examples with differential privacy", IEEE S&P 2019; Dwork and Roth, "The algorithmic
+foundations of differential privacy", 2014 (the Laplace and Gaussian mechanisms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import config
+from .. import data as _data
+from .. import models as _models
+from .. import train as _train
+from .._validate import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_model,
+    check_nonneg,
+    check_positive,
+    check_positive_int,
+    parse_norm,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "ATTACK_NORMS",
+    "Sensitivity",
+    "sensitivity",
+    "laplace_scale",
+    "gaussian_sigma",
+    "robustness_condition",
+    "max_eps",
+    "NoiseLayer",
+    "PixelDP",
+    "build",
+    "pixeldp_model",
+    "expected_scores",
+    "score_bounds",
+    "predict",
+    "DPCertificate",
+    "certify",
+    "SmoothedScores",
+]
+
+ABSTAIN = -1
+"""The abstain value of :attr:`DPCertificate.certified_prediction`."""
+
+ATTACK_NORMS = {
+    # attack norm: (p, q, mechanism); the noise lives in the q-norm geometry of the layer output
+    "l1": (1.0, 1.0, "laplace"),
+    "l2": (2.0, 2.0, "gaussian"),
+    "linf": (math.inf, 2.0, "gaussian"),
+}
+SCORES = ("argmax", "softmax")
+_INF = math.inf
+
+
+# =========================================================================== sensitivity
+
+
+def _dual(p: float) -> float:
+    return 1.0 if p == _INF else (_INF if p == 1.0 else p / (p - 1.0))
+
+
+def _vec_norm(v: torch.Tensor, q: float, dim=-1) -> torch.Tensor:
+    return torch.linalg.vector_norm(v, ord=q, dim=dim)
+
+
+class _Dense:
+    """The matrix W (m, n) of a linear map, as a dense tensor."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.W = weight
+        self.m, self.n = weight.shape
+
+    def apply(self, x):  # x (B, n) -> (B, m)
+        return x @ self.W.T
+
+    def col_norms(self, q):
+        return _vec_norm(self.W, q, dim=0)
+
+    def row_norms(self, r):
+        return _vec_norm(self.W, r, dim=1)
+
+    def spectral(self):
+        return torch.linalg.matrix_norm(self.W, ord=2), True, "largest singular value"
+
+
+class _Conv:
+    """A Conv2d's linear part (no bias) on inputs of shape ``input_shape``, never unrolled."""
+
+    def __init__(self, layer: nn.Conv2d, weight: torch.Tensor, input_shape):
+        self.K, self.layer, self.shape = weight, layer, tuple(input_shape)
+        self.kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+        with torch.no_grad():
+            out = F.conv2d(torch.zeros((1,) + self.shape, dtype=weight.dtype, device=weight.device), weight, **self.kw)
+        self.out_shape = tuple(out.shape[1:])
+        self.n, self.m = math.prod(self.shape), math.prod(self.out_shape)
+
+    def apply(self, x):
+        return F.conv2d(x.view((-1,) + self.shape), self.K, **self.kw).flatten(1)
+
+    def col_norms(self, q):
+        if q == _INF:  # every column holds a subset of the kernel's taps of its channel
+            return self.K.abs().amax(dim=(0, 2, 3))
+        ones = torch.ones((1,) + self.out_shape, dtype=self.K.dtype, device=self.K.device)
+        cols = torch.nn.grad.conv2d_input((1,) + self.shape, self.K.abs() ** q, ones, **self.kw)
+        return cols.flatten().clamp_min(0) ** (1.0 / q)
+
+    def row_norms(self, r):
+        if r == _INF:
+            return self.K.abs().amax(dim=(1, 2, 3))
+        ones = torch.ones((1,) + self.shape, dtype=self.K.dtype, device=self.K.device)
+        return F.conv2d(ones, self.K.abs() ** r, **self.kw).flatten().clamp_min(0) ** (1.0 / r)
+
+    def spectral(self):
+        if self.layer.groups == 1 and self.layer.dilation == (1, 1):
+            # The zero-padded (and strided) conv is a submatrix of the circular conv on an
+            # N x N grid with N >= H + k - 1 (no wrap-around), whose singular values are
+            # those of the per-frequency (c_out x c_in) matrices of the kernel's 2-D DFT.
+            kh, kw = self.K.shape[2:]
+            nh, nw = self.shape[1] + kh - 1, self.shape[2] + kw - 1
+            spec = torch.fft.fft2(self.K, s=(nh, nw)).permute(2, 3, 0, 1)
+            return torch.linalg.matrix_norm(spec, ord=2).amax(), False, "circular-convolution bound (FFT)"
+        bound = torch.sqrt(self.col_norms(1.0).amax() * self.row_norms(1.0).amax())
+        return bound, False, "sqrt(||W||_1->1 ||W||_inf->inf) bound"
+
+
+def _unrolled(conv: _Conv) -> _Dense:
+    eye = torch.eye(conv.n, dtype=conv.K.dtype, device=conv.K.device)
+    return _Dense(conv.apply(eye).T)
+
+
+def _operator(layer, weight, input_shape, unroll_limit):
+    if isinstance(layer, nn.Linear):
+        return _Dense(weight)
+    conv = _Conv(layer, weight, input_shape)
+    return _unrolled(conv) if conv.n <= unroll_limit else conv
+
+
+def _operator_norm(op, p: float, q: float):
+    r"""``(value, exact, method)``: :math:`\|W\|_{p,q}` where a formula is exact, else an upper bound."""
+    if p == 1.0:
+        return op.col_norms(q).amax(), True, f"largest column L{_name(q)} norm"
+    if q == _INF:
+        return op.row_norms(_dual(p)).amax(), True, f"largest row L{_name(_dual(p))} norm"
+    if p == 2.0 and q == 2.0:
+        return op.spectral()
+    if p == _INF and q == 2.0:
+        sigma, _, _ = op.spectral()
+        candidates = torch.stack([sigma * math.sqrt(op.n), _vec_norm(op.row_norms(1.0), 2.0)])
+        return candidates.amin(), False, "min(sqrt(n) ||W||_2, ||row L1 norms||_2) bound"
+    if p == _INF and q == 1.0:
+        inf2, _, _ = _operator_norm(op, _INF, 2.0)
+        candidates = torch.stack([op.row_norms(1.0).sum(), inf2 * math.sqrt(op.m)])
+        return candidates.amin(), False, "min(sum |W_ij|, sqrt(m) ||W||_inf,2) bound"
+    # p == 2, q == 1
+    sigma, _, _ = op.spectral()
+    candidates = torch.stack([op.row_norms(2.0).sum(), sigma * math.sqrt(op.m)])
+    return candidates.amin(), False, "min(sum of row L2 norms, sqrt(m) ||W||_2) bound"
+
+
+def _name(p: float) -> str:
+    return "inf" if p == _INF else str(int(p))
+
+
+def _check_pq(value, name):
+    p = parse_norm(value, name)
+    if p == 0.0:
+        raise ValueError(f"{name} must be 1, 2 or inf ('l1', 'l2', 'linf'); L0 is not a norm, got {value!r}")
+    return p
+
+
+def _check_layer(layer, input_shape, name="layer"):
+    if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"{name} must be a torch.nn.Linear or torch.nn.Conv2d, got {type(layer).__name__}")
+    if isinstance(layer, nn.Conv2d):
+        if input_shape is None:
+            raise ValueError("input_shape (C, H, W) is needed for a Conv2d: its operator depends on the input size")
+        if len(tuple(input_shape)) != 3 or tuple(input_shape)[0] != layer.in_channels:
+            raise ValueError(f"input_shape must be (C, H, W) with C = {layer.in_channels} for this Conv2d, "
+                             f"got {tuple(input_shape)}")
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError("layer must use numeric zero padding (padding_mode='zeros')")
+
+
+class Sensitivity(NamedTuple):
+    r"""The sensitivity :math:`N_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p` of a first layer.
+
+    ``value`` is exact when ``exact`` is True and an upper bound otherwise; ``lower`` is
+    the largest ratio :math:`\|Wx\|_q / \|x\|_p` found at test points (a lower bound), so
+    the true value lies in ``[lower, value]``.
+    """
+
+    value: float
+    exact: bool
+    method: str
+    lower: float
+    p: float
+    q: float
+
+
+def sensitivity(layer, p="l2", q="l2", *, input_shape=None, max_vertices: int = 2 ** 16,
+                unroll_limit: int = 4096) -> Sensitivity:
+    r"""The operator norm :math:`\|W\|_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p` of a layer.
+
+    The bias cancels in :math:`h(x) - h(x')`, so this is the sensitivity :math:`N_{p,q}` of
+    the layer :math:`h(x) = Wx + b` (Lecuyer et al., 2019). Exact cases:
+
+    * :math:`p = 1`, any :math:`q`: the largest column :math:`q`-norm (a convex function
+      on the :math:`L_1` ball peaks at a vertex :math:`\pm e_j`);
+    * :math:`q = \infty`, any :math:`p`: the largest row :math:`p^*`-norm (Hölder, with
+      equality), :math:`1/p + 1/p^* = 1`;
+    * :math:`p = q = 2`: the largest singular value;
+    * :math:`p = \infty` with :math:`n \le \log_2` ``max_vertices`` + 1 inputs, or
+      :math:`q = 1` with that few outputs: enumeration of the cube's vertices
+      (:math:`\|W\|_{\infty,q} = \max_{s \in \{\pm 1\}^n} \|Ws\|_q`, and
+      :math:`\|W\|_{p,1} = \max_{s \in \{\pm1\}^m} \|W^\top s\|_{p^*}`).
+
+    Otherwise (:math:`(\infty, 2)`, :math:`(\infty, 1)`, :math:`(2, 1)` on larger layers,
+    which are NP-hard in general) it returns the smaller of two upper bounds, named in
+    ``method``. A ``Conv2d`` is handled as the linear map on inputs of ``input_shape``:
+    unrolled into its matrix when it has at most ``unroll_limit`` inputs, otherwise
+    through convolutions (column and row norms stay exact; its spectral norm is bounded
+    by that of the circular convolution on a grid large enough to avoid wrap-around).
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear or torch.nn.Conv2d
+    p, q : {"l1", "l2", "linf"} or {1, 2, inf}
+        Input and output norms.
+    input_shape : tuple (C, H, W), optional
+        Needed for a ``Conv2d``.
+    max_vertices : int
+        Largest number of sign vectors enumerated for an exact hard case.
+    unroll_limit : int
+        Largest number of inputs for which a ``Conv2d`` is unrolled into its matrix.
+
+    Returns
+    -------
+    Sensitivity
+        ``(value, exact, method, lower, p, q)``.
+
+    Examples
+    --------
+    >>> W = nn.Linear(2, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = W.weight.copy_(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
+    >>> s = sensitivity(W, "l1", "l1")
+    >>> s.value, s.exact
+    (7.0, True)
+    >>> round(sensitivity(W, "l2", "l2").value, 4)
+    5.0645
+    """
+    p, q = _check_pq(p, "p"), _check_pq(q, "q")
+    _check_layer(layer, input_shape)
+    check_positive_int(max_vertices, "max_vertices")
+    check_positive_int(unroll_limit, "unroll_limit", allow_zero=True)
+    with torch.no_grad():
+        weight = layer.weight.detach().double()
+        op = _operator(layer, weight, input_shape, unroll_limit)
+        value, exact, method = _operator_norm(op, p, q)
+        value = float(value)
+        if not exact and isinstance(op, _Dense):
+            vertex = _vertex_enumeration(op.W, p, q, max_vertices)
+            if vertex is not None:
+                value, exact, method = vertex, True, "enumeration of the vertices of the cube"
+        lower = value if exact else _lower_estimate(op, p, q)
+    return Sensitivity(value, exact, method, min(lower, value), p, q)
+
+
+def _signs(k: int, dtype, device) -> torch.Tensor:
+    """All sign vectors of length k with a fixed first sign (s and -s give the same norm)."""
+    rows = torch.tensor(list(itertools.product((1.0, -1.0), repeat=k - 1)), dtype=dtype, device=device)
+    return torch.cat([torch.ones(rows.shape[0], 1, dtype=dtype, device=device), rows.view(-1, k - 1)], dim=1)
+
+
+def _vertex_enumeration(W: torch.Tensor, p: float, q: float, max_vertices: int):
+    m, n = W.shape
+    options = []
+    if p == _INF and 2 ** (n - 1) <= max_vertices:
+        options.append((n, lambda s: _vec_norm(s @ W.T, q, dim=1)))
+    if q == 1.0 and 2 ** (m - 1) <= max_vertices:
+        options.append((m, lambda s: _vec_norm(s @ W, _dual(p), dim=1)))
+    if not options:
+        return None
+    k, ratio = min(options, key=lambda o: o[0])
+    s = _signs(k, W.dtype, W.device)
+    return float(max(ratio(s[i:i + 4096]).amax() for i in range(0, s.shape[0], 4096)))
+
+
+def _lower_estimate(op, p: float, q: float, iters: int = 50, samples: int = 256) -> float:
+    """The largest ||Wx||_q / ||x||_p over basis vectors, random sign vectors and a power iterate."""
+    gen = torch.Generator().manual_seed(0)
+    dtype = op.W.dtype if isinstance(op, _Dense) else op.K.dtype
+    device = op.W.device if isinstance(op, _Dense) else op.K.device
+    signs = (torch.randint(0, 2, (samples, op.n), generator=gen).to(dtype) * 2 - 1).to(device)
+    v = torch.randn(1, op.n, generator=gen, dtype=dtype).to(device)
+    for _ in range(iters):  # power iteration on W^T W: its direction is good for every (p, q)
+        w = op.apply(v)
+        v = torch.autograd.functional.vjp(op.apply, v, w)[1] if isinstance(op, _Conv) else w @ op.W
+        v = v / v.norm().clamp_min(1e-30)
+    points = torch.cat([signs, v, v.sign()])
+    ratios = _vec_norm(op.apply(points), q, dim=1) / _vec_norm(points, p, dim=1)
+    best = float(ratios.amax())
+    return max(best, float(op.col_norms(q).amax()))  # a basis vector e_j has ||e_j||_p = 1
+
+
+# =========================================================================== mechanisms
+
+
+def laplace_scale(eps, L=1.0, sensitivity=1.0) -> float:
+    r"""Scale :math:`b = N_{1,1} L / \varepsilon` of the Laplace mechanism.
+
+    Adding independent :math:`\mathrm{Laplace}(0, b)` noise to every coordinate of a
+    function with :math:`L_1` sensitivity ``sensitivity`` makes it
+    :math:`(\varepsilon, 0)`-DP for inputs at :math:`L_p` distance up to ``L`` (Dwork and
+    Roth, 2014, Theorem 3.6).
+
+    >>> laplace_scale(eps=0.5, L=0.1, sensitivity=2.0)
+    0.4
+    """
+    check_positive(eps, "eps")
+    check_positive(L, "L")
+    check_positive(sensitivity, "sensitivity")
+    return float(sensitivity) * float(L) / float(eps)
+
+
+def gaussian_sigma(eps, delta, L=1.0, sensitivity=1.0) -> float:
+    r"""Standard deviation :math:`\sigma = \sqrt{2 \ln(1.25/\delta)}\, N_{p,2} L / \varepsilon`.
+
+    Adding independent :math:`\mathcal{N}(0, \sigma^2)` noise to every coordinate of a
+    function with :math:`L_2` sensitivity ``sensitivity`` makes it
+    :math:`(\varepsilon, \delta)`-DP for inputs at distance up to ``L``, for
+    :math:`0 < \varepsilon \le 1` and :math:`0 < \delta < 1` (Dwork and Roth, 2014,
+    Theorem A.1; the classical analysis does not cover :math:`\varepsilon > 1`).
+
+    >>> round(gaussian_sigma(eps=1.0, delta=1e-5, L=0.1), 4)
+    0.4845
+    """
+    check_positive(eps, "eps")
+    if eps > 1:
+        raise ValueError(f"eps must be <= 1 for the Gaussian mechanism (its guarantee needs eps <= 1), got {eps}")
+    _check_delta(delta, positive=True)
+    check_positive(L, "L")
+    check_positive(sensitivity, "sensitivity")
+    return math.sqrt(2.0 * math.log(1.25 / float(delta))) * float(sensitivity) * float(L) / float(eps)
+
+
+def _check_delta(delta, positive: bool):
+    check_nonneg(delta, "delta", allow_tensor=False)
+    if delta >= 1 or (positive and delta == 0):
+        rng = "(0, 1)" if positive else "[0, 1)"
+        raise ValueError(f"delta must be in {rng}, got {delta}")
+    return float(delta)
+
+
+# =========================================================================== the proposition
+
+
+def robustness_condition(expected_top, expected_runner_up, eps, delta) -> torch.Tensor:
+    r"""The proposition's condition :math:`E_i > e^{2\varepsilon} E_j + (1 + e^{\varepsilon})\delta`.
+
+    With ``expected_top`` :math:`= E[A_i(x)]` (or a lower bound of it) and
+    ``expected_runner_up`` :math:`= \max_{j \ne i} E[A_j(x)]` (or an upper bound), True
+    means that the prediction :math:`i` of the smoothed classifier cannot change under
+    perturbations that the mechanism's :math:`(\varepsilon, \delta)`-DP covers.
+
+    >>> robustness_condition(torch.tensor([0.8, 0.6]), torch.tensor([0.1, 0.3]), eps=0.5, delta=0.0)
+    tensor([ True, False])
+    """
+    top = torch.as_tensor(expected_top, dtype=torch.float64)
+    second = torch.as_tensor(expected_runner_up, dtype=torch.float64)
+    eps = torch.as_tensor(eps, dtype=torch.float64)
+    if bool((eps < 0).any()) or bool(torch.isnan(eps).any()):
+        raise ValueError("eps must be >= 0")
+    delta = _check_delta(delta, positive=False)
+    return top > torch.exp(2 * eps) * second + (1 + torch.exp(eps)) * delta
+
+
+def max_eps(expected_top, expected_runner_up, delta) -> torch.Tensor:
+    r"""The supremum of the :math:`\varepsilon` for which :func:`robustness_condition` holds.
+
+    With :math:`t = e^{\varepsilon}`, the condition reads
+    :math:`E_j t^2 + \delta t + (\delta - E_i) < 0`, true exactly for
+    :math:`t < t^\star = \big(-\delta + \sqrt{\delta^2 + 4 E_j (E_i - \delta)}\big) / (2 E_j)`
+    (:math:`t^\star = (E_i - \delta)/\delta` if :math:`E_j = 0`, and :math:`\infty` if
+    also :math:`\delta = 0`). Returns :math:`\ln t^\star`, or 0 where :math:`t^\star \le 1`
+    (the condition fails at every :math:`\varepsilon \ge 0`).
+
+    >>> max_eps(torch.tensor([0.8]), torch.tensor([0.2]), delta=0.0)  # (1/2) ln 4
+    tensor([0.6931], dtype=torch.float64)
+    """
+    top = torch.as_tensor(expected_top, dtype=torch.float64)
+    second = torch.as_tensor(expected_runner_up, dtype=torch.float64)
+    delta = _check_delta(delta, positive=False)
+    for t, name in ((top, "expected_top"), (second, "expected_runner_up")):
+        if bool(torch.isnan(t).any()) or bool((t < 0).any()) or bool((t > 1).any()):
+            raise ValueError(f"{name} must hold expected scores in [0, 1]")
+    safe = second.clamp_min(1e-300)
+    t_star = (-delta + torch.sqrt(delta ** 2 + 4 * second * (top - delta)).nan_to_num(0.0)) / (2 * safe)
+    if delta > 0:
+        t_zero = (top - delta) / delta
+    else:
+        t_zero = torch.where(top > 0, torch.full_like(top, math.inf), torch.zeros_like(top))
+    t_star = torch.where(second > 0, t_star, t_zero)
+    return torch.where(t_star > 1, torch.log(t_star.clamp_min(1.0)), torch.zeros_like(t_star))
+
+
+# =========================================================================== the noise layer
+
+
+class NoiseLayer(nn.Module):
+    r"""Adds Laplace(0, ``scale``) or N(0, ``scale``\ :sup:`2`) noise, in training *and* evaluation.
+
+    Draws come from torch's global generator, or from :attr:`generator` when one is set
+    (:func:`expected_scores` sets one to make its estimates reproducible).
+    """
+
+    def __init__(self, mechanism: str, scale: float):
+        super().__init__()
+        self.mechanism = check_choice(mechanism, "mechanism", ("laplace", "gaussian"))
+        self.scale = float(check_positive(scale, "scale"))
+        self.generator = None
+
+    def sample(self, shape, like: torch.Tensor) -> torch.Tensor:
+        gen = self.generator
+        if gen is not None and gen.device != like.device:
+            gen = None
+        if self.mechanism == "gaussian":
+            z = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+        else:  # the difference of two Exp(1) variables is Laplace(0, 1)
+            u = torch.rand((2,) + tuple(shape), generator=gen, device=like.device, dtype=like.dtype)
+            z = torch.log1p(-u[1]) - torch.log1p(-u[0])
+        return self.scale * z
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.sample(h.shape, h)
+
+    def extra_repr(self) -> str:
+        return f"mechanism={self.mechanism!r}, scale={self.scale:.6g}"
+
+
+def _split(model: nn.Module):
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be a torch.nn.Sequential whose first Linear or Conv2d becomes the noisy "
+                        f"layer, got {type(model).__name__}")
+    mods = list(model)
+    for i, mod in enumerate(mods):
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            pre = mods[:i]
+            for m in pre:
+                if not isinstance(m, (_models.Normalize, nn.Flatten)):
+                    raise ValueError(f"model may only hold Normalize and Flatten before its first Linear or "
+                                     f"Conv2d (the sensitivity is that of an affine map), found {type(m).__name__}")
+            return pre, mod, mods[i + 1:]
+    raise ValueError("model holds no Linear or Conv2d layer to make noisy")
+
+
+class PixelDP(nn.Module):
+    r"""A PixelDP network: first layer / sensitivity, a noise layer, then the rest of ``model``.
+
+    ``model`` is a ``torch.nn.Sequential`` (as :func:`robustlab.models.build` makes them)
+    whose modules up to its first ``Linear`` or ``Conv2d`` are a ``Normalize`` and a
+    ``Flatten`` at most. That affine prefix :math:`h(x) = W\,\mathrm{norm}(x) + b` is
+    divided, at every forward pass, by the current :math:`N_{p,q}` of its linear part (the
+    per-channel ``1/std`` of ``Normalize`` folded into :math:`W`), computed differentiably,
+    exactly where a formula is exact and as an upper bound otherwise (see
+    :func:`sensitivity`); the normalized layer therefore has sensitivity at most 1. Then
+    :class:`NoiseLayer` adds noise of scale :func:`laplace_scale` (``norm="l1"``) or
+    :func:`gaussian_sigma` (``"l2"``, ``"linf"``) at ``(eps, delta, L)`` with sensitivity
+    1, so :math:`x \mapsto \mathrm{softmax}(\text{rest}(\cdot))` is
+    :math:`(\varepsilon, \delta)`-DP for :math:`\|x - x'\|_p \le L`. The noise is on in
+    train and eval mode alike; :func:`robustlab.train.fit` trains the model with it.
+
+    Parameters
+    ----------
+    model : torch.nn.Sequential
+    input_shape : tuple
+        Shape of one input, e.g. (1, 8, 8).
+    norm : {"l1", "l2", "linf"}
+        Attack norm :math:`p`; fixes :math:`q` and the mechanism (:data:`ATTACK_NORMS`).
+    eps, delta, L : float
+        The DP guarantee the noise is calibrated for (``delta`` is ignored, and set to 0,
+        for the Laplace mechanism).
+    unroll_limit : int
+        Convolutions with at most this many inputs are unrolled (exact spectral norm).
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> net = PixelDP(rl.models.build("mlp", "digits", width=2), (1, 8, 8), norm="l2", eps=1.0, delta=1e-5, L=0.1)
+    >>> net.mechanism, round(net.noise.scale, 4), net.sensitivity_exact
+    ('gaussian', 0.4845, True)
+    >>> round(net.eps_at(0.05), 3), round(net.radius_at(1.0), 3)
+    (0.5, 0.1)
+    """
+
+    def __init__(self, model: nn.Module, input_shape, *, norm: str = "l2", eps: float = 1.0,
+                 delta: float = 1e-5, L: float = 0.1, unroll_limit: int = 4096):
+        super().__init__()
+        check_model(model)
+        check_choice(norm, "norm", ATTACK_NORMS)
+        self.p, self.q, self.mechanism = ATTACK_NORMS[norm]
+        self.norm = norm
+        check_positive(eps, "eps")
+        check_positive(L, "L")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.unroll_limit = check_positive_int(unroll_limit, "unroll_limit", allow_zero=True)
+        pre, first, rest = _split(model)
+        if isinstance(first, nn.Linear) and first.in_features != math.prod(self.input_shape):
+            raise ValueError(f"input_shape {self.input_shape} has {math.prod(self.input_shape)} values but the first "
+                             f"Linear takes {first.in_features}")
+        _check_layer(first, self.input_shape if isinstance(first, nn.Conv2d) else None, "the first layer")
+        self.pre, self.first, self.rest = nn.Sequential(*pre), first, nn.Sequential(*rest)
+        if self.mechanism == "laplace":
+            self.eps, self.delta, self.L = float(eps), 0.0, float(L)
+            scale = laplace_scale(eps, L)
+        else:
+            self.eps, self.delta, self.L = float(eps), _check_delta(delta, positive=True), float(L)
+            scale = gaussian_sigma(eps, delta, L)
+        self.noise = NoiseLayer(self.mechanism, scale)
+        with torch.no_grad():
+            _, self.sensitivity_exact, self.sensitivity_method = self._sensitivity()
+
+    def _effective_weight(self) -> torch.Tensor:
+        w = self.first.weight
+        std = None
+        for m in self.pre:
+            if isinstance(m, _models.Normalize):
+                std = m.std.to(w.dtype)
+        if std is None:
+            return w
+        if isinstance(self.first, nn.Conv2d):
+            return w / std.view(1, -1, 1, 1)
+        c = self.input_shape[0]
+        per_input = std.view(c, 1).expand(c, math.prod(self.input_shape[1:])).reshape(1, -1)
+        return w / per_input
+
+    def _sensitivity(self):
+        op = _operator(self.first, self._effective_weight(), self.input_shape, self.unroll_limit)
+        return _operator_norm(op, self.p, self.q)
+
+    def layer_sensitivity(self) -> float:
+        r"""The current :math:`N_{p,q}` (or its upper bound) of the first layer before normalization."""
+        with torch.no_grad():
+            return float(self._sensitivity()[0])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's output divided by its sensitivity, before the noise."""
+        value, _, _ = self._sensitivity()
+        return self.first(self.pre(x)) / value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.noise(self.features(x)))
+
+    def eps_at(self, radius):
+        r"""The :math:`\varepsilon` that the noise guarantees at :math:`L_p` distance ``radius``.
+
+        Laplace: :math:`\varepsilon = L / b`; Gaussian:
+        :math:`\varepsilon = \sqrt{2\ln(1.25/\delta)}\, L / \sigma` (valid while
+        :math:`\varepsilon \le 1`). Linear in the radius.
+        """
+        return radius * self._eps_per_unit()
+
+    def radius_at(self, eps):
+        r"""The radius at which the noise is :math:`(\varepsilon, \delta)`-DP (inverse of :meth:`eps_at`)."""
+        return eps / self._eps_per_unit()
+
+    @property
+    def max_certifiable_eps(self) -> float:
+        """The largest eps the mechanism's guarantee covers: 1 for Gaussian noise, unbounded for Laplace."""
+        return 1.0 if self.mechanism == "gaussian" else math.inf
+
+    def _eps_per_unit(self) -> float:
+        if self.mechanism == "laplace":
+            return 1.0 / self.noise.scale
+        return math.sqrt(2.0 * math.log(1.25 / self.delta)) / self.noise.scale
+
+    def extra_repr(self) -> str:
+        return (f"norm={self.norm!r}, p={_name(self.p)}, q={_name(self.q)}, eps={self.eps:g}, delta={self.delta:g}, "
+                f"L={self.L:g}, input_shape={self.input_shape}")
+
+
+def build(arch: str | None = None, dataset: str | None = None, *, norm: str = "l2", eps: float = 1.0,
+          delta: float = 1e-5, L: float = 0.1, width: int | None = None, seed: int | None = 0) -> PixelDP:
+    """A fresh :class:`PixelDP` network around :func:`robustlab.models.build`'s architecture.
+
+    >>> net = build("cnn", "digits", norm="l1", eps=1.0, L=0.5)
+    >>> net(torch.rand(3, 1, 8, 8)).shape, net.noise.mechanism, net.noise.scale
+    (torch.Size([3, 10]), 'laplace', 0.5)
+    """
+    meta = _data.info(dataset or config.profile().dataset)
+    arch = arch or config.profile().arch
+    check_choice(arch, "arch", ("mlp", "cnn"))
+    model = _models.build(arch, meta.name, width=width, seed=seed)
+    return PixelDP(model, meta.shape, norm=norm, eps=eps, delta=delta, L=L)
+
+
+def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 1.0, delta: float = 1e-5,
+                  L: float | None = None, arch: str | None = None, width: int | None = None,
+                  epochs: int | None = None, seed: int = 0, device=None, progress: bool | None = None,
+                  cache: bool = True) -> _train.Trained:
+    """A PixelDP network of the active profile trained with its noise on (cached on disk).
+
+    ``L`` defaults to 0.5 (L2), 2.0 (L1) or 0.1 (Linf) pixels for the 8x8 digits and to
+    1.0, 4.0, 0.1 for the 28x28 and 32x32 data sets. Training is
+    :func:`robustlab.train.fit` with the profile's epochs, learning rate and batch size.
+    """
+    prof = config.profile()
+    meta = _data.info(dataset or prof.dataset)
+    if L is None:
+        small = meta.name == "digits"
+        L = {"l2": 0.5 if small else 1.0, "l1": 2.0 if small else 4.0, "linf": 0.1}[norm]
+    train, test = _data.load(meta.name)
+    model = build(arch, meta.name, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed)
+    model.to(_models.best_device() if device is None else device)
+    hist = _train.fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
+                      batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
+                      desc=f"PixelDP ({norm}) training on {meta.name}")
+    model.eval()
+    return _train.Trained(model, hist)
+
+
+# =========================================================================== expected scores
+
+
+@contextlib.contextmanager
+def _seeded_noise(model: nn.Module, seed: int | None, device):
+    layers = [m for m in model.modules() if isinstance(m, NoiseLayer)]
+    if seed is None or not layers:
+        yield
+        return
+    gen = torch.Generator(device=device).manual_seed(seed)
+    old = [m.generator for m in layers]
+    for m in layers:
+        m.generator = gen
+    try:
+        yield
+    finally:
+        for m, g in zip(layers, old):
+            m.generator = g
+
+
+def _score_sums(model, x, n, scores, batch_size, seed, progress):
+    """Sums over n noise draws of the scores, shape (B, K), float64, on the CPU."""
+    device = _models.device_of(model)
+    per_input = max(1, min(n, batch_size))
+    inputs_per_chunk = max(1, batch_size // per_input)
+    sums = []
+    was_training = model.training
+    model.eval()
+    bar = config.progress_bar(x.shape[0] * n, "noise draws", config.progress_enabled(progress), unit="draw")
+    try:
+        with torch.no_grad(), _seeded_noise(model, seed, device):
+            for i in range(0, x.shape[0], inputs_per_chunk):
+                xb = x[i:i + inputs_per_chunk].to(device)
+                acc = None
+                for start in range(0, n, per_input):
+                    m = min(per_input, n - start)
+                    logits = model(xb.repeat_interleave(m, dim=0))
+                    k = logits.shape[1]
+                    if scores == "softmax":
+                        s = logits.double().softmax(1)
+                    else:
+                        s = F.one_hot(logits.argmax(1), k).double()
+                    s = s.view(xb.shape[0], m, k).sum(1)
+                    acc = s if acc is None else acc + s
+                    bar.update(xb.shape[0] * m)
+                sums.append(acc.cpu())
+    finally:
+        bar.close()
+        model.train(was_training)
+    return torch.cat(sums)
+
+
+def _check_scoring_args(model, x, n, scores, batch_size, seed):
+    check_model(model)
+    check_images(x, "x")
+    check_positive_int(n, "n")
+    check_choice(scores, "scores", SCORES)
+    check_positive_int(batch_size, "batch_size")
+    if seed is not None:
+        check_positive_int(seed, "seed", allow_zero=True)
+
+
+def expected_scores(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores: str = "argmax",
+                    batch_size: int = 4096, seed: int | None = 0, progress: bool | None = None) -> torch.Tensor:
+    r"""Monte Carlo estimate :math:`\hat E[A(x)] = \frac1n \sum_{t=1}^n A^{(t)}(x)`, shape (B, K).
+
+    ``model`` is randomized (a :class:`PixelDP` network; its noise is on in eval mode).
+    With ``scores="argmax"`` the score vector of a draw is the one-hot of its predicted
+    class, so the estimate holds class frequencies; with ``"softmax"`` it is the softmax
+    output. Both lie in :math:`[0, 1]^K`, as Lemma 1 needs. All inputs are processed
+    batch-first (``batch_size`` rows per forward pass); ``seed`` fixes the noise draws.
+
+    Examples
+    --------
+    >>> net = build("mlp", "digits", norm="l2", L=0.1, width=2)
+    >>> est = expected_scores(net, torch.rand(3, 1, 8, 8), n=50)
+    >>> est.shape, bool(torch.allclose(est.sum(1), torch.ones(3, dtype=torch.float64)))
+    (torch.Size([3, 10]), True)
+    """
+    _check_scoring_args(model, x, n, scores, batch_size, seed)
+    return _score_sums(model, x, n, scores, batch_size, seed, progress) / n
+
+
+def score_bounds(mean: torch.Tensor, n: int, *, alpha: float = 0.05, scores: str = "argmax"):
+    r"""Bounds ``(lower, upper)`` on every :math:`E[A_k(x)]`, simultaneously at confidence 1 - alpha.
+
+    Each of the :math:`K` classes gets a two-sided interval at level :math:`\alpha / K`
+    (Bonferroni), so that all :math:`K` intervals hold at once with probability at least
+    :math:`1 - \alpha`:
+
+    * ``"argmax"`` (counts :math:`c_k = n \hat E_k`, exactly binomial): exact
+      Clopper--Pearson bounds, ``beta.ppf(a/2, c, n - c + 1)`` and
+      ``beta.ppf(1 - a/2, c + 1, n - c)`` with :math:`a = \alpha/K`;
+    * ``"softmax"`` (averages of scores in [0, 1]): Hoeffding's inequality,
+      :math:`\hat E_k \pm \sqrt{\ln(2K/\alpha) / (2n)}`, cut to [0, 1] (where the
+      expectation lies).
+
+    >>> lo, hi = score_bounds(torch.tensor([[0.9, 0.1]]), 100, alpha=0.05)
+    >>> bool(lo[0, 0] < 0.9 < hi[0, 0]), bool(lo[0, 1] < 0.1 < hi[0, 1])
+    (True, True)
+    """
+    from scipy.stats import beta
+
+    if not isinstance(mean, torch.Tensor) or mean.dim() != 2:
+        raise ValueError("mean must be a (B, K) tensor of estimated expected scores")
+    mean = mean.double().cpu()
+    if bool(torch.isnan(mean).any()) or bool((mean < 0).any()) or bool((mean > 1).any()):
+        raise ValueError("mean must hold estimated expected scores in [0, 1]")
+    check_positive_int(n, "n")
+    check_positive(alpha, "alpha")
+    if alpha >= 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    check_choice(scores, "scores", SCORES)
+    k = mean.shape[1]
+    a = alpha / k
+    if scores == "softmax":
+        t = math.sqrt(math.log(2.0 / a) / (2.0 * n))
+        return (mean - t).clamp_min(0.0), (mean + t).clamp_max(1.0)
+    counts = torch.round(mean * n)
+    if bool((torch.abs(counts - mean * n) > 1e-6 * n).any()):
+        raise ValueError(f"with scores='argmax', mean * n must be whole counts (n = {n})")
+    c = counts.numpy()
+    lower = torch.from_numpy(beta.ppf(a / 2, c, n - c + 1)).nan_to_num(0.0)
+    upper = torch.from_numpy(beta.ppf(1 - a / 2, c + 1, n - c)).nan_to_num(1.0)
+    lower = torch.where(counts == 0, torch.zeros_like(lower), lower)
+    upper = torch.where(counts == n, torch.ones_like(upper), upper)
+    return lower, upper
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores: str = "argmax", batch_size: int = 4096,
+            seed: int | None = 0, progress: bool | None = None) -> torch.Tensor:
+    r"""The smoothed prediction :math:`\arg\max_k \hat E[A_k(x)]` (B,), ties to the lower index."""
+    return expected_scores(model, x, n=n, scores=scores, batch_size=batch_size, seed=seed,
+                           progress=progress).argmax(1)
+
+
+# =========================================================================== certify
+
+
+@dataclasses.dataclass
+class DPCertificate:
+    r"""PixelDP certificates for a batch: per input a prediction, a flag and an :math:`L_p` radius.
+
+    With probability at least :math:`1 - \alpha` over the noise draws, for every input
+    with ``certified`` True, the smoothed classifier :math:`\arg\max_k E[A_k(\cdot)]`
+    predicts ``prediction`` at every :math:`x'` with :math:`\|x' - x\|_p < ` ``radius``
+    (pixel units, :math:`p` = ``norm``).
+
+    Attributes
+    ----------
+    prediction : torch.Tensor
+        (B,) int64, :math:`\arg\max_k \hat E[A_k(x)]` (PixelDP always predicts).
+    certified : torch.Tensor
+        (B,) bool, ``radius > 0``.
+    radius : torch.Tensor
+        (B,) float64, the certified radius (0 where nothing certifies).
+    eps : torch.Tensor
+        (B,) float64, the :math:`\varepsilon` of the mechanism at ``radius``.
+    lower_top, upper_runner_up : torch.Tensor
+        (B,) float64, the bounds the proposition was applied to.
+    expected : torch.Tensor
+        (B, K) float64, the Monte Carlo estimates.
+    delta, alpha, norm, n, scores
+        The guarantee's :math:`\delta`, confidence level, attack norm, number of noise
+        draws and kind of scores.
+    """
+
+    prediction: torch.Tensor
+    certified: torch.Tensor
+    radius: torch.Tensor
+    eps: torch.Tensor
+    lower_top: torch.Tensor
+    upper_runner_up: torch.Tensor
+    expected: torch.Tensor
+    delta: float
+    alpha: float
+    norm: str
+    n: int
+    scores: str
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    @property
+    def certified_prediction(self) -> torch.Tensor:
+        """``prediction`` where certified, :data:`ABSTAIN` elsewhere."""
+        return torch.where(self.certified, self.prediction, torch.full_like(self.prediction, ABSTAIN))
+
+    def certified_at(self, radius: float) -> torch.Tensor:
+        """(B,) bool: certified for every perturbation of norm at most ``radius`` (``self.radius > radius``)."""
+        check_nonneg(radius, "radius", allow_tensor=False)
+        return self.certified & (self.radius > radius)
+
+    def certified_accuracy(self, y: torch.Tensor, radius: float = 0.0) -> float:
+        """Fraction of inputs both correctly predicted and certified beyond ``radius``."""
+        check_labels(y, "y", batch_size=len(self))
+        return float((self.certified_at(radius) & (self.prediction == y.cpu())).double().mean())
+
+
+def certify(model: PixelDP, x: torch.Tensor, *, n: int = 1000, alpha: float = 0.05, scores: str = "argmax",
+            batch_size: int = 4096, seed: int | None = 0, progress: bool | None = None) -> DPCertificate:
+    r"""PixelDP certification: the largest radius at which the proposition holds on the bounds.
+
+    1. Estimate :math:`\hat E[A(x)]` from ``n`` noise draws (:func:`expected_scores`) and
+       predict :math:`i = \arg\max_k \hat E_k`.
+    2. Bound every class at once at confidence :math:`1 - \alpha`
+       (:func:`score_bounds`): :math:`\underline{E}_i` and
+       :math:`\overline{E}_{j} = \max_{j \ne i} \overline{E}_j`.
+    3. The network's noise is :math:`(\varepsilon(R), \delta)`-DP at radius :math:`R` with
+       :math:`\varepsilon(R)` linear in :math:`R` (:meth:`PixelDP.eps_at`). The
+       proposition holds at :math:`R` iff
+       :math:`\underline{E}_i > e^{2\varepsilon(R)} \overline{E}_j + (1 + e^{\varepsilon(R)})\delta`,
+       i.e. iff :math:`\varepsilon(R) <` :func:`max_eps`; the certified radius is
+       :math:`R^\star = \varepsilon^{-1}(\min(\varepsilon^\star, \varepsilon_{\max}))`, with
+       :math:`\varepsilon_{\max} = 1` for Gaussian noise (the limit of its DP guarantee).
+       Where the condition fails even as :math:`R \to 0`, the input is not certified
+       (radius 0, :data:`ABSTAIN` in ``certified_prediction``).
+
+    Guarantee: with probability at least :math:`1 - \alpha`, every certified input keeps
+    its prediction under every perturbation of :math:`L_p` norm below its radius.
+
+    Examples
+    --------
+    >>> net = build("mlp", "digits", norm="l2", L=0.1, width=2)
+    >>> cert = certify(net, torch.rand(4, 1, 8, 8), n=200)
+    >>> len(cert), bool((cert.radius >= 0).all()), cert.norm
+    (4, True, 'l2')
+    """
+    if not isinstance(model, PixelDP):
+        raise TypeError(f"model must be a PixelDP network (its noise fixes eps at each radius), "
+                        f"got {type(model).__name__}")
+    _check_scoring_args(model, x, n, scores, batch_size, seed)
+    check_positive(alpha, "alpha")
+    if alpha >= 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    mean = _score_sums(model, x, n, scores, batch_size, seed, progress) / n
+    lower, upper = score_bounds(mean, n, alpha=alpha, scores=scores)
+    pred = mean.argmax(1)
+    lower_top = lower.gather(1, pred.view(-1, 1)).squeeze(1)
+    others = upper.scatter(1, pred.view(-1, 1), -1.0)
+    upper_second = others.amax(1).clamp_min(0.0)
+    eps_star = max_eps(lower_top, upper_second, model.delta).clamp_max(model.max_certifiable_eps)
+    radius = model.radius_at(eps_star)
+    certified = radius > 0
+    return DPCertificate(pred, certified, radius, eps_star, lower_top, upper_second, mean, model.delta, alpha,
+                         model.norm, n, scores)
+
+
+class SmoothedScores(nn.Module):
+    r"""The log of the Monte Carlo expected softmax, :math:`\log \frac1m \sum_t \mathrm{softmax}(A^{(t)}(x))`.
+
+    A differentiable stand-in for the smoothed classifier, to be attacked like any model
+    (every forward pass draws ``draws`` fresh noise samples per input): the cross-entropy
+    of these "logits" is :math:`-\log \hat E[\mathrm{softmax}_y]`, the objective of
+    expectation-over-transformation (EOT) attacks.
+
+    >>> net = build("mlp", "digits", norm="l2", L=0.1, width=2)
+    >>> SmoothedScores(net, draws=8)(torch.rand(2, 1, 8, 8)).exp().sum(1).detach().round(decimals=4)
+    tensor([1., 1.])
+    """
+
+    def __init__(self, model: nn.Module, draws: int = 32):
+        super().__init__()
+        self.model = check_model(model)
+        self.draws = check_positive_int(draws, "draws")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x.repeat_interleave(self.draws, dim=0))
+        logp = logits.log_softmax(1).view(x.shape[0], self.draws, -1)
+        return torch.logsumexp(logp, dim=1) - math.log(self.draws)
