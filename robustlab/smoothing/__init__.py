@@ -9,5 +9,3 @@ certify the majority vote.
 
 from . import dp
 from . import gaussian
-
-from . import dp
