@@ -17,5 +17,6 @@ from .certify import BoundsExplorer
 from .training import DeltaBallDemo
 from .features import TradeoffExplorer
 from .smoothing import SmoothingExplorer
+from .theory import ConcentrationExplorer
 
-__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer"]
+__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "ConcentrationExplorer"]
