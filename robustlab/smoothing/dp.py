@@ -654,15 +654,16 @@ def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 
                   cache: bool = True) -> _train.Trained:
     """A PixelDP network of the active profile trained with its noise on (cached on disk).
 
-    ``L`` defaults to 0.5 (L2), 2.0 (L1) or 0.1 (Linf) pixels for the 8x8 digits and to
-    1.0, 4.0, 0.1 for the 28x28 and 32x32 data sets. Training is
-    :func:`robustlab.train.fit` with the profile's epochs, learning rate and batch size.
+    ``L`` defaults to 0.1 (L2), 0.5 (L1) or 0.02 (Linf) pixels for the 8x8 digits and to
+    0.3, 1.0, 0.02 for the larger data sets. Training is :func:`robustlab.train.fit` with
+    the profile's epochs, learning rate and batch size.
     """
     prof = config.profile()
     meta = _data.info(dataset or prof.dataset)
+    check_choice(norm, "norm", ATTACK_NORMS)
     if L is None:
         small = meta.name == "digits"
-        L = {"l2": 0.5 if small else 1.0, "l1": 2.0 if small else 4.0, "linf": 0.1}[norm]
+        L = {"l2": 0.1 if small else 0.3, "l1": 0.5 if small else 1.0, "linf": 0.02}[norm]
     train, test = _data.load(meta.name)
     model = build(arch, meta.name, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed)
     model.to(_models.best_device() if device is None else device)

@@ -17,6 +17,7 @@ from .certify import BoundsExplorer
 from .training import DeltaBallDemo
 from .features import TradeoffExplorer
 from .smoothing import SmoothingExplorer
+from .dp import DPConditionExplorer
 from .theory import ConcentrationExplorer
 
-__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "ConcentrationExplorer"]
+__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer"]
