@@ -122,18 +122,19 @@ class TradeoffExplorer:
             ax.hlines(r["robust_cap"], 0.0, 0.4, colors="C3", linestyles="--",
                       label="theorem's cap on its robust accuracy")
         ax.set_xticks(pos, ["standard\n(non-robust features)", "robust\n(feature x₁)"], fontsize=8)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.45)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_ylabel("accuracy")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
         ax.set_title(f"ε = {r['eps']:.2f}, η = {r['eta']:.2f}, d = {r['d']}, p = {r['p']:.2f}", fontsize=9)
 
         if r["theorem_applies"]:
             grid = torch.linspace(0, 1, 101, dtype=torch.float64)
             ax2.fill_between(grid.numpy(), _features.tsipras_bound(grid, r["p"]).numpy(), 1.05, color="C3",
                              alpha=0.15, label="impossible for any classifier")
+            ax2.set_title("ε ≥ 2η: the theorem forbids the shaded region", fontsize=9)
         else:
-            ax2.text(0.97, 0.05, "ε < 2η: the theorem does not apply", transform=ax2.transAxes, ha="right",
-                     fontsize=8, color="C3")
+            ax2.set_title("ε < 2η: the theorem does not apply", fontsize=9, color="C3")
         ax2.plot(r["mix_robust"].numpy(), r["mix_clean"].numpy(), "-", color="grey", lw=1.5,
                  label="mixtures λ·x₁ + (1-λ)·mean")
         ax2.plot([r["standard_robust"]], [r["standard_clean"]], "o", color="C0", label="standard")
