@@ -19,5 +19,6 @@ from .features import TradeoffExplorer
 from .smoothing import SmoothingExplorer
 from .dp import DPConditionExplorer
 from .theory import ConcentrationExplorer
+from .robuststats import EpsBumpExplorer
 
-__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer"]
+__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer", "EpsBumpExplorer"]
