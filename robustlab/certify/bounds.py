@@ -15,12 +15,12 @@ Tedrake, 2019), NP-hard in general (Katz et al., 2017). Every method here comput
 
 * :func:`interval_bounds` -- interval bound propagation (IBP, Gowal et al., 2018): a box
   per layer, pushed through each affine map by its centre and radius.
-* :func:`lp_margin_bounds` -- the linear program of the convex relaxation of Kolter and
-  Wong (2018): every unstable ReLU (:math:`l < 0 < u`) is replaced by the triangle
+* :func:`lp_margin_bounds` -- the linear program of the convex relaxation of Wong and
+  Kolter (2018): every unstable ReLU (:math:`l < 0 < u`) is replaced by the triangle
   :math:`a \ge 0,\ a \ge z,\ a \le u (z - l) / (u - l)`, solved exactly with HiGHS
   (``scipy.optimize.linprog``), one LP per input and margin (tiny networks only).
-* :func:`dual_margin_bounds` -- the closed-form bound of the dual network of Kolter and
-  Wong, a batched backward pass in torch; by weak duality it is never above the LP value.
+* :func:`dual_margin_bounds` -- the closed-form bound of the dual network of Wong and
+  Kolter, a batched backward pass in torch; by weak duality it is never above the LP value.
 * :func:`milp_margin` -- the exact minimum for tiny networks (``scipy.optimize.milp``).
 * :func:`certify` and :func:`certified_accuracy` -- the certificate of a batch.
 * :class:`IBPLoss` and :func:`ibp_trained_model` -- certified training with IBP.
@@ -425,7 +425,7 @@ def dual_margin_bounds(net: ReLUNetwork, x_flat, y, eps, bounds: LayerBounds | N
             - \sum_{k} \sum_{i \in \mathcal{I}_k} \frac{u_i\, l_i}{u_i - l_i}\,[\hat\nu_{k,i}]_-
             + \min_{x' \in \mathcal{B}(x)} \hat\nu_0^\top x',
 
-    (Kolter and Wong, 2018, Theorem 1, with the box of the threat set in place of the
+    (Wong and Kolter, 2018, Theorem 1, with the box of the threat set in place of the
     :math:`L_\infty` ball), where :math:`\mathcal{I}_k` are the unstable ReLUs and
     :math:`[\cdot]_- = \min(\cdot, 0)`. Any dual-feasible point gives a lower bound on the
     LP of the relaxation, so ``J <= lp_margin_bounds`` (weak duality) and ``J`` is sound.
