@@ -370,7 +370,7 @@ class Concentration:
         ax.set_title(f"a cap of measure μ = {self.mu:g}: exact (line), sampled (points), Gaussian (dashed)",
                      fontsize=9)
         ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="center right")
         return ax
 
 
@@ -783,6 +783,9 @@ class AdversarialSpheres:
                     label=f"{sphere} sphere: isoperimetric bound at μ")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ds = sorted({r["d"] for r in self.rows})
+        ax.set_xticks(ds, [str(d) for d in ds])
+        ax.set_xticks([], minor=True)
         ax.set_xlabel("dimension d")
         ax.set_ylabel("mean distance to the nearest error (unit sphere)")
         ax.legend(fontsize=8)
@@ -959,6 +962,6 @@ def plot_curse_of_dimensionality(d_values=None, p_values=(2, 3, 4, 8, math.inf),
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("input dimension d")
-    ax.set_ylabel("certified L_p radius / L_2 radius")
+    ax.set_ylabel("certified $L_p$ radius / $L_2$ radius")
     ax.legend(fontsize=8, loc="lower left")
     return ax
