@@ -535,7 +535,8 @@ class PixelDP(nn.Module):
         The DP guarantee the noise is calibrated for (``delta`` is ignored, and set to 0,
         for the Laplace mechanism).
     unroll_limit : int
-        Convolutions with at most this many inputs are unrolled (exact spectral norm).
+        Convolutions with at most this many inputs are unrolled at every forward pass
+        (exact spectral norm); larger ones use the cheaper circular-convolution bound.
 
     Examples
     --------
@@ -548,7 +549,7 @@ class PixelDP(nn.Module):
     """
 
     def __init__(self, model: nn.Module, input_shape, *, norm: str = "l2", eps: float = 1.0,
-                 delta: float = 1e-5, L: float = 0.1, unroll_limit: int = 4096):
+                 delta: float = 1e-5, L: float = 0.1, unroll_limit: int = 256):
         super().__init__()
         check_model(model)
         check_choice(norm, "norm", ATTACK_NORMS)
