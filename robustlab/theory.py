@@ -485,9 +485,10 @@ def isoperimetric_bound(mu, d: int, *, statistic: str = "mean"):
             return 2.0 * math.sin(math.asin(float(cap_height(m, d))) / 2.0)
         if m >= 1:
             return 0.0
-        scale = math.sqrt(d)
-        typical = max(float(isoperimetric_approximation(m, d)), 0.0) if m < 1 else 0.0
-        breaks = sorted({min(2.0, typical + k / scale) for k in (-2, 0, 2, 5)} - {0.0})
+        # the integrand falls from 1 - m to 0 within a few 1/sqrt(d) of the typical distance:
+        # tell the quadrature where
+        typical = max(float(isoperimetric_approximation(m, d)), 0.0)
+        breaks = sorted({typical + k / math.sqrt(d) for k in (-2, 0, 2, 5)})
         value, _ = quad(lambda e: 1.0 - float(cap_neighbourhood_measure(m, e, d)), 0.0, 2.0,
                         points=[b for b in breaks if 0 < b < 2], limit=200, epsabs=1e-10, epsrel=1e-8)
         return value
