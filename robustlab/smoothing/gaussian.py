@@ -349,8 +349,8 @@ def _count(model, x, n: int, sigma: float, gens, batch_size: int, bar) -> torch.
                 noisy = parts[0] if len(parts) == 1 else torch.cat(parts)
                 owner = owners[0] if len(owners) == 1 else torch.cat(owners)
                 vote(noisy[:batch_size], owner[:batch_size])
-                parts, owners = [noisy[batch_size:]], [owner[batch_size:]]
                 filled -= batch_size
+                parts, owners = ([noisy[batch_size:]], [owner[batch_size:]]) if filled else ([], [])
     if filled:
         vote(torch.cat(parts), torch.cat(owners))
     return counts
