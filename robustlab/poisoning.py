@@ -248,16 +248,17 @@ def apply_trigger(x: torch.Tensor, trigger: Trigger | None = None) -> torch.Tens
     return out
 
 
-def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *, seed: int = 0,
-             n_classes: int | None = None) -> Poisoned:
+def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *, source: int | None = None,
+             seed: int = 0, n_classes: int | None = None) -> Poisoned:
     r"""Plant a dirty-label backdoor: stamp ``trigger`` on images of other classes, label them ``target``.
 
     The poisoned images replace the clean ones they were made from (the set keeps its size).
     ``rate`` is Tran et al.'s :math:`\varepsilon`: the fraction of the samples labelled
     ``target`` *after* poisoning that are poisoned, so
     :math:`m = \mathrm{round}(\varepsilon\, n_t / (1 - \varepsilon))` images are taken,
-    uniformly and seeded, from the :math:`N - n_t` images of the other classes
-    (:math:`n_t` clean images of ``target``).
+    uniformly and seeded, from the images of class ``source`` (Tran et al. poison one
+    source class, e.g. airplanes labelled as birds) or, without ``source``, of all other
+    classes (:math:`n_t` clean images of ``target``).
 
     Parameters
     ----------
@@ -269,6 +270,8 @@ def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *,
         The class the trigger should produce.
     trigger : Trigger, optional
         Defaults to a 2x2 white square in the bottom-right corner.
+    source : int, optional
+        Take the poisoned images from this class only (default: any class but ``target``).
     seed : int
         Seeds the choice of images.
 
@@ -294,11 +297,18 @@ def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *,
     target = _class_index(target, "target", n_classes)
     trigger = _trigger(trigger)
     check_positive_int(seed, "seed", allow_zero=True)
-    others = torch.nonzero(y != target).flatten()
+    if source is None:
+        others = torch.nonzero(y != target).flatten()
+    else:
+        source = _class_index(source, "source", n_classes)
+        if source == target:
+            raise ValueError(f"source must differ from target, got both = {target}")
+        others = torch.nonzero(y == source).flatten()
     n_t = int((y == target).sum())
     m = int(round(rate * n_t / (1.0 - rate)))
     if m > others.numel():
-        raise ValueError(f"rate={rate} asks for {m} poisoned images but only {others.numel()} are not of class {target}")
+        raise ValueError(f"rate={rate} asks for {m} poisoned images but only {others.numel()} can be taken "
+                         f"({'class ' + str(source) if source is not None else 'not of class ' + str(target)})")
     g = torch.Generator().manual_seed(seed)
     chosen = others[torch.randperm(others.numel(), generator=g)[:m]]
     x_new, y_new = x.clone(), y.clone()
@@ -311,11 +321,13 @@ def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *,
 
 
 def backdoor_success(model: nn.Module, test, target: int, trigger: Trigger | None = None, *,
-                     batch_size: int = 1024) -> float:
+                     source: int | None = None, batch_size: int = 1024) -> float:
     """Attack success rate: the fraction of test inputs *not* of class ``target`` that the
     model classifies as ``target`` once the trigger is stamped on them.
 
-    The model runs in eval mode (restored afterwards).
+    With ``source``, only the test inputs of that class count (the success rate of a
+    backdoor planted with :func:`backdoor`'s ``source``). The model runs in eval mode
+    (restored afterwards).
     """
     from .train import predict
 
@@ -323,8 +335,11 @@ def backdoor_success(model: nn.Module, test, target: int, trigger: Trigger | Non
     x, y = check_xy(test, "test")
     target = _class_index(target, "target")
     keep = y != target
+    if source is not None:
+        keep = y == _class_index(source, "source")
     if not bool(keep.any()):
-        raise ValueError(f"test has no input outside class {target}")
+        raise ValueError(f"test has no input of class {source}" if source is not None
+                         else f"test has no input outside class {target}")
     pred = predict(model, apply_trigger(x[keep], trigger), batch_size=batch_size)
     return float((pred == target).float().mean())
 
