@@ -553,7 +553,8 @@ def vote_counts(votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     """
     check_tensor(votes, "votes")
     if votes.dtype != torch.int64 or votes.dim() != 2:
-        raise ValueError(f"votes must be an int64 tensor of shape (B, n_models), got {votes.dtype} {tuple(votes.shape)}")
+        raise ValueError("votes must be an int64 tensor of shape (B, n_models), "
+                         f"got {votes.dtype} {tuple(votes.shape)}")
     check_positive_int(n_classes, "n_classes")
     if votes.numel() and (int(votes.min()) < 0 or int(votes.max()) >= n_classes):
         raise ValueError(f"votes must be class indices in [0, {n_classes}), got values in "
@@ -1010,7 +1011,8 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
     check_choice(arch, "arch", ("mlp", "cnn"))
     meta = _data.info(dataset)
     if tuple(x.shape[1:]) != tuple(meta.shape):
-        raise ValueError(f"train.x has samples of shape {tuple(x.shape[1:])} but dataset {meta.name!r} has {meta.shape}")
+        raise ValueError(f"train.x has samples of shape {tuple(x.shape[1:])} "
+                         f"but dataset {meta.name!r} has {meta.shape}")
     device = _models.best_device() if device is None else torch.device(device)
     settings = dict(k=k, d=d, arch=arch, dataset=meta.name, width=width, epochs=epochs, lr=lr, batch_size=batch_size,
                     seed=seed)
