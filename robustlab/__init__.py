@@ -21,20 +21,22 @@ Modules (one per concept of the course map):
   spheres, the curse of dimensionality for smoothing).
 * :mod:`robustlab.robuststats` -- robust statistics (median and MAD, Tukey depth and median,
   the filter for the high-dimensional mean).
+* :mod:`robustlab.poisoning` -- data poisoning (label flips, backdoors), spectral signatures,
+  partition-aggregation certificates (DPA, SS-DPA, Finite Aggregation).
 * :mod:`robustlab.influence` -- influence functions (inverse-Hessian-vector products,
   leave-one-out comparisons, the fragility study).
 * :mod:`robustlab.plot` -- shared figures.
 * :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
 """
 
-from . import (attacks, certify, config, data, features, influence, models, norms, plot, robuststats, smoothing, theory, train,
+from . import (attacks, certify, config, data, features, influence, models, norms, plot, poisoning, robuststats, smoothing, theory, train,
                training, widgets)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certify", "config", "data", "features", "influence", "models", "norms", "plot", "robuststats", "smoothing", "theory",
+    "attacks", "certify", "config", "data", "features", "influence", "models", "norms", "plot", "poisoning", "robuststats", "smoothing", "theory",
     "train", "training", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
