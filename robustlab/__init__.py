@@ -29,15 +29,15 @@ Modules (one per concept of the course map):
 * :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
 """
 
-from . import (attacks, certify, config, data, features, influence, models, norms, plot, poisoning, robuststats, smoothing, theory, train,
-               training, widgets)
+from . import (attacks, certify, config, data, features, influence, models, norms, plot, poisoning, robuststats,
+               smoothing, theory, train, training, widgets)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certify", "config", "data", "features", "influence", "models", "norms", "plot", "poisoning", "robuststats", "smoothing", "theory",
-    "train", "training", "widgets",
+    "attacks", "certify", "config", "data", "features", "influence", "models", "norms", "plot", "poisoning",
+    "robuststats", "smoothing", "theory", "train", "training", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
 ]
