@@ -20,5 +20,6 @@ from .smoothing import SmoothingExplorer
 from .dp import DPConditionExplorer
 from .theory import ConcentrationExplorer
 from .robuststats import EpsBumpExplorer
+from .poisoning import PoisoningExplorer
 
-__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer", "EpsBumpExplorer"]
+__all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer", "EpsBumpExplorer", "PoisoningExplorer"]
