@@ -99,11 +99,21 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    return _objective_and_gradient(model, x, labels, loss, targeted)[2]
+
+
+def _objective_and_gradient(model, x, labels, loss, targeted):
+    """Logits, per-sample objective (both detached) and the input gradient of its sum at ``x``.
+
+    The one forward and backward pass of every gradient attack step; parameter gradients
+    are never created (``torch.autograd.grad`` on a detached copy of ``x``).
+    """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        value = attack_objective(model(x), labels, loss, targeted).sum()
-        (grad,) = torch.autograd.grad(value, x)
-    return grad
+        logits = model(x)
+        obj = attack_objective(logits, labels, loss, targeted)
+        (grad,) = torch.autograd.grad(obj.sum(), x)
+    return logits.detach(), obj.detach(), grad
 
 
 def _labels_to_device(x, y, targets, device):
@@ -361,13 +371,9 @@ def pgd(
         for _ in range(restarts):
             x_adv = _random_start(x, eps_t, norm, gen) if random_start else x.clone()
             for _ in range(steps):
-                x_adv.requires_grad_(True)
-                with torch.enable_grad():
-                    logits = model(x_adv)
-                    obj = attack_objective(logits, labels, loss, targeted)
-                    (grad,) = torch.autograd.grad(obj.sum(), x_adv)
                 x_adv = x_adv.detach()
-                best.update(x_adv, logits.detach(), obj.detach())
+                logits, obj, grad = _objective_and_gradient(model, x_adv, labels, loss, targeted)
+                best.update(x_adv, logits, obj)
                 if norm == "linf":
                     x_adv = torch.addcmul(x_adv, step_t, grad.sign_()).clamp_(low, high)
                 else:  # in place on x_adv, which keeps the input's memory layout
@@ -1010,13 +1016,9 @@ def patch(
             mask = _square_mask(rows, cols, eps, h, w)
             x_adv = torch.where(mask, torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype), x)
             for _ in range(steps):
-                x_adv.requires_grad_(True)
-                with torch.enable_grad():
-                    logits = model(x_adv)
-                    obj = attack_objective(logits, labels, loss, targeted)
-                    (grad,) = torch.autograd.grad(obj.sum(), x_adv)
                 x_adv = x_adv.detach()
-                best.update(x_adv, logits.detach(), obj.detach())
+                logits, obj, grad = _objective_and_gradient(model, x_adv, labels, loss, targeted)
+                best.update(x_adv, logits, obj)
                 x_adv = torch.where(mask, (x_adv + step_size * grad.sign()).clamp_(0.0, 1.0), x)
             with torch.no_grad():
                 logits = model(x_adv)
