@@ -18,7 +18,8 @@ What can an estimator still say about :math:`\mu`?
 4. **The filter** (Diakonikolas, Kamath, Kane, Li, Moitra, Stewart, 2016): outliers that
    move the mean must inflate the variance in some direction; find it with the top
    eigenvector and remove the tail there. Error :math:`O(\varepsilon\sqrt{\log 1/\varepsilon})`,
-   independent of :math:`d`: :func:`filter_mean`, :func:`compare_mean_estimators`.
+   independent of :math:`d`: :func:`filter_mean` (one round: :func:`filter_step`),
+   :func:`compare_mean_estimators`.
 
 Samples are float torch tensors, ``(n,)`` or ``(n, d)``, samples along the first
 dimension; every estimator works column by column where that makes sense and is
@@ -56,6 +57,7 @@ __all__ = [
     "tukey_median",
     "FilterStep",
     "FilterResult",
+    "filter_step",
     "filter_mean",
     "MeanErrors",
     "compare_mean_estimators",
@@ -935,34 +937,96 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
     slack = eps / (d * max(1.0, math.log(d * eps / tau)))
     history, stopped = [], "max_iter"
     for _ in range(max_iter):
-        s = xs[keep]
-        m = s.shape[0]
-        mu_hat = s.mean(0)
-        lam, v = _top_eigen(s - mu_hat, g)
-        rho = (1 + math.sqrt(d / m)) ** 2 - 1 if sample_allowance else 0.0
-        bound = 1 + c_stop * eps * math.log(1 / eps) + rho
-        if lam <= bound:
-            history.append(FilterStep(lam, bound, math.nan, 0, m))
-            stopped = "spectral"
+        drop, step, reason = _filter_round(xs[keep], eps, g, c_stop=c_stop, c_tail=c_tail, slack=slack,
+                                           sample_allowance=sample_allowance)
+        history.append(step)
+        if reason is not None:
+            stopped = reason
             break
-        proj = s @ v
-        r = (proj - median(proj)).abs()
-        r_sorted = r.sort().values
-        beyond = m - torch.searchsorted(r_sorted, r_sorted, right=True)  # #{r > r_(i)}, ties included
-        tail = beyond.to(torch.float64) / m
-        q = 0.5 * torch.special.erfc((r_sorted - 2 * eps) / math.sqrt(2))
-        excess = tail - c_tail * (q + slack)
-        best = int(excess.argmax())
-        if float(excess[best]) <= 0 or int(beyond[best]) == 0:
-            history.append(FilterStep(lam, bound, math.nan, 0, m))
-            stopped = "no tail"
-            break
-        cutoff = float(r_sorted[best])
-        drop = r > cutoff
         idx = keep.nonzero().squeeze(1)
         keep[idx[drop]] = False
-        history.append(FilterStep(lam, bound, cutoff, int(drop.sum()), int(keep.sum())))
     return FilterResult(xs[keep].mean(0).to(x.dtype), ~keep, tuple(history), stopped)
+
+
+def _filter_round(s: torch.Tensor, eps: float, g: torch.Generator, *, c_stop: float, c_tail: float, slack: float,
+                  sample_allowance: bool):
+    """One round of the filter on the remaining samples ``s`` (m, d), float64.
+
+    Returns ``(drop, step, reason)``: the (m,) bool mask of the samples to remove, the
+    :class:`FilterStep`, and ``"spectral"`` or ``"no tail"`` if the filter stops here (``None`` otherwise).
+    """
+    m, d = s.shape
+    mu_hat = s.mean(0)
+    lam, v = _top_eigen(s - mu_hat, g)
+    rho = (1 + math.sqrt(d / m)) ** 2 - 1 if sample_allowance else 0.0
+    bound = 1 + c_stop * eps * math.log(1 / eps) + rho
+    nothing = torch.zeros(m, dtype=torch.bool)
+    if lam <= bound:
+        return nothing, FilterStep(lam, bound, math.nan, 0, m), "spectral"
+    proj = s @ v
+    r = (proj - median(proj)).abs()
+    r_sorted = r.sort().values
+    beyond = m - torch.searchsorted(r_sorted, r_sorted, right=True)  # #{r > r_(i)}, ties included
+    tail = beyond.to(torch.float64) / m
+    q = 0.5 * torch.special.erfc((r_sorted - 2 * eps) / math.sqrt(2))
+    excess = tail - c_tail * (q + slack)
+    best = int(excess.argmax())
+    if float(excess[best]) <= 0 or int(beyond[best]) == 0:
+        return nothing, FilterStep(lam, bound, math.nan, 0, m), "no tail"
+    cutoff = float(r_sorted[best])
+    drop = r > cutoff
+    return drop, FilterStep(lam, bound, cutoff, int(drop.sum()), m - int(drop.sum())), None
+
+
+def filter_step(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: float = 2.5, tau: float = 0.1,
+                sample_allowance: bool = True, seed: int = 0) -> tuple[torch.Tensor, FilterStep]:
+    r"""One round of :func:`filter_mean` on the samples ``x``: which of them it removes, and why.
+
+    Exactly the round that :func:`filter_mean` runs on the samples it has not yet removed
+    (steps 1--3 of its description, with the same constants): the empirical mean and the
+    top eigenpair :math:`(\lambda, v)` of the empirical covariance (divided by :math:`n`);
+    nothing is removed if :math:`\lambda \le 1 + Carepsilon\log(1/arepsilon) + 
+ho`;
+    otherwise the samples whose distance :math:`|v^	op x_i - \operatorname{median}_j v^	op x_j|`
+    exceeds the cutoff of the tail rule are removed (none if no radius passes the rule).
+    Running it until it removes nothing gives :func:`filter_mean`'s estimate (for
+    :math:`d > 256`, where the top eigenpair comes from a randomized solver, up to that
+    solver's draws).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The remaining samples, shape (n, d).
+    eps, c_stop, c_tail, tau, sample_allowance, seed
+        As in :func:`filter_mean`.
+
+    Returns
+    -------
+    (remove, step)
+        ``remove``: (n,) bool, True for the samples this round removes; ``step``: the
+        :class:`FilterStep` (eigenvalue, bound, cutoff, how many removed and remaining).
+
+    Examples
+    --------
+    >>> s = corrupt(2000, 20, 0.1, seed=0)
+    >>> remove, step = filter_step(s.x, 0.1)
+    >>> step.eigenvalue > step.bound, bool(remove[s.is_outlier].all())
+    (True, True)
+    >>> remove, step = filter_step(s.x[~s.is_outlier], 0.1)
+    >>> int(remove.sum()), step.eigenvalue <= step.bound
+    (0, True)
+    """
+    x = _samples(x, ndim=(2,))
+    eps = _fraction(eps, low_open=True, high=0.5)
+    for value, name in ((c_stop, "c_stop"), (c_tail, "c_tail"), (tau, "tau")):
+        check_positive(value, name)
+    if not isinstance(sample_allowance, bool):
+        raise TypeError(f"sample_allowance must be True or False, got {type(sample_allowance).__name__}")
+    d = x.shape[1]
+    slack = eps / (d * max(1.0, math.log(d * eps / tau)))
+    drop, step, _ = _filter_round(x.to(torch.float64), eps, _generator(seed), c_stop=c_stop, c_tail=c_tail,
+                                  slack=slack, sample_allowance=sample_allowance)
+    return drop, step
 
 
 # --------------------------------------------------------------------------- the experiment

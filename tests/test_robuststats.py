@@ -270,6 +270,38 @@ def test_the_filter_works_in_high_dimension_with_the_randomized_eigensolver():
     assert float((rs.mean(s.x) - s.mu).norm()) > 2
 
 
+def test_filter_step_is_one_round_of_the_filter():
+    """Repeating filter_step until it removes nothing is filter_mean: the same removals,
+    the same rounds, the same estimate."""
+    g = torch.Generator().manual_seed(13)
+    cases = [rs.corrupt(2000, 20, 0.1, seed=14), rs.corrupt(1500, 60, 0.15, distance=5.0, spread=1.0, seed=15,
+                                                            direction=torch.randn(60, generator=g, dtype=torch.float64))]
+    for s in cases:
+        eps = 0.1 if s.x.shape[1] == 20 else 0.15
+        out = rs.filter_mean(s.x, eps)
+        keep = torch.ones(s.x.shape[0], dtype=torch.bool)
+        steps = []
+        while True:
+            remove, step = rs.filter_step(s.x[keep], eps)
+            assert remove.shape == (int(keep.sum()),) and remove.dtype == torch.bool
+            assert int(remove.sum()) == step.n_removed and step.n_remaining == int((~remove).sum())
+            steps.append(step)
+            if not bool(remove.any()):
+                break
+            idx = keep.nonzero().squeeze(1)
+            keep[idx[remove]] = False
+        assert torch.equal(~keep, out.removed)
+        assert torch.allclose(s.x[keep].mean(0), out.mean)
+        assert [(h.eigenvalue, h.n_removed) for h in steps] == [(h.eigenvalue, h.n_removed) for h in out.history]
+    clean = torch.randn(3000, 10, generator=g, dtype=torch.float64)
+    remove, step = rs.filter_step(clean, 0.1)
+    assert not bool(remove.any()) and step.eigenvalue <= step.bound, "clean Gaussian data is left alone"
+    with pytest.raises(ValueError, match="eps must satisfy 0 < eps < 0.5"):
+        rs.filter_step(clean, 0.5)
+    with pytest.raises(ValueError, match=r"x must have shape \(n, d\)"):
+        rs.filter_step(clean[:, 0], 0.1)
+
+
 # ------------------------------------------------------------------ argument checks
 
 def test_arguments_are_checked():
