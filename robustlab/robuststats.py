@@ -877,16 +877,19 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
        and with fewer samples, without it, the filter would keep cutting the Gaussian tails of
        clean data. Return :math:`\hat\mu`.
     3. Else project: :math:`r_i = |v^\top x_i - \operatorname{median}_j v^\top x_j|`, sorted
-       :math:`r_{(1)} \le \dots \le r_{(|S|)}`. **Tail rule** (the reference code's): take the
-       first :math:`i` with
+       :math:`r_{(1)} \le \dots \le r_{(|S|)}`. **Tail rule**: with
+       :math:`t_i = \#\{j : r_j > r_{(i)}\}/|S|` the fraction of samples strictly beyond
+       :math:`r_{(i)}`, the excess over what a Gaussian allows is
 
-       .. math:: \frac{|S| - i}{|S|} > c_{\text{tail}}\Big(Q(r_{(i)} - 2\varepsilon)
+       .. math:: e_i = t_i - c_{\text{tail}}\Big(Q(r_{(i)} - 2\varepsilon)
                  + \frac{\varepsilon}{d \,\max(1, \log(d\varepsilon/\tau))}\Big),
                  \qquad Q(t) = \Pr_{Z\sim\mathcal N(0,1)}[Z > t],
 
-       i.e. the first radius beyond which more samples remain than a Gaussian allows
-       (:math:`c_{\text{tail}}` = 2.5), and remove the samples with :math:`r > r_{(i)}`. If no
-       such :math:`i` exists, stop (``"no tail"``) and return :math:`\hat\mu`.
+       with the reference code's constants (:math:`c_{\text{tail}}` = 2.5). Take the :math:`i` of
+       the **largest** excess (the first one on a tie) and remove the samples with
+       :math:`r > r_{(i)}`: the radius of largest excess, which removes no more samples than the
+       reference code's first :math:`i` with :math:`e_i > 0`. If no :math:`e_i` is positive (or no
+       sample lies beyond the best radius), stop (``"no tail"``) and return :math:`\hat\mu`.
 
     Guarantee (identity covariance, :math:`n = \tilde O(d/\varepsilon^2)` samples, with high
     probability): :math:`\|\hat\mu - \mu\|_2 = O(\varepsilon\sqrt{\log 1/\varepsilon})`,
