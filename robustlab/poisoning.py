@@ -25,6 +25,9 @@ detector, and the certified defenses of Levine and Feizi:
 4. **Finite Aggregation** (Wang, Levine and Feizi, 2022): :math:`kd` buckets, each of the
    :math:`kd` base models trains on :math:`d` of them, each bucket feeds :math:`d` models
    (:func:`fa_assignment`, :func:`certify_fa`); :math:`d = 1` is DPA.
+5. **The Lethal Dose Conjecture** (Wang, Levine and Feizi, 2022): certified poison size
+   against the number of partitions and the base learner's data efficiency, with and
+   without data augmentation of the base models (:func:`lethal_dose_study`).
 
 The base models of an aggregation are trained together as one vectorized ensemble
 (:func:`train_ensemble`: ``torch.func.stack_module_state`` + ``vmap``, one forward and one
@@ -79,6 +82,10 @@ __all__ = [
     "train_dpa",
     "train_fa",
     "SSDPA",
+    "AUGMENTATIONS",
+    "median_radius",
+    "LethalDoseStudy",
+    "lethal_dose_study",
 ]
 
 
@@ -822,12 +829,15 @@ class PartitionEnsemble:
         return f"PartitionEnsemble({kind}, k={self.k}, d={self.d}, base={self.template.__class__.__name__})"
 
 
-def _model_orders(groups: list, epochs: int, seed: int) -> torch.Tensor:
+def _model_orders(groups: list, epochs: int, seed: int, *, n_random: int = 0):
     """(M, epochs, L) sample indices, -1 padded: model m's order in each epoch, drawn from a
-    generator seeded by (seed, m) alone, over its samples sorted by content."""
+    generator seeded by (seed, m) alone, over its samples sorted by content. With
+    ``n_random > 0`` also (M, epochs, L, n_random) uniform numbers for the augmentation of
+    each visit, drawn from the same generator after the orders (else None)."""
     n_models = len(groups)
     longest = max((g.numel() for g in groups), default=0)
     out = torch.full((n_models, epochs, max(longest, 1)), -1, dtype=torch.long)
+    rand = torch.zeros((n_models, epochs, max(longest, 1), n_random)) if n_random else None
     gen = torch.Generator()
     for m, members in enumerate(groups):  # index bookkeeping only, one call per model
         if members.numel() == 0:
@@ -835,12 +845,86 @@ def _model_orders(groups: list, epochs: int, seed: int) -> torch.Tensor:
         gen.manual_seed(seed * 1_000_003 + m)
         perm = torch.rand(epochs, members.numel(), generator=gen).argsort(1)
         out[m, :, :members.numel()] = members[perm]
-    return out
+        if n_random:
+            rand[m, :, :members.numel()] = torch.rand(epochs, members.numel(), n_random, generator=gen)
+    return out, rand
+
+
+AUGMENTATIONS = ("shift", "flip", "cutout", "affine")
+_N_RANDOM = 9  # uniform numbers per visit: shift (2), flip (1), cutout position (2), affine (4)
+
+
+def _augment_plan(augment, n_models: int):
+    """Per-model augmentation as a (M, 4) bool tensor (shift, flip, cutout, affine), or None."""
+    if augment is None:
+        return None
+    kinds = [augment] if isinstance(augment, str) else list(augment)
+    if not kinds:
+        raise ValueError("augment must be None, an augmentation name or a non-empty sequence of them")
+    plan = torch.zeros(n_models, len(AUGMENTATIONS), dtype=torch.bool)
+    for m in range(n_models):
+        kind = kinds[m % len(kinds)]
+        if kind is None or kind == "none":
+            continue
+        if not isinstance(kind, str):
+            raise TypeError(f"augment entries must be strings or None, got {type(kind).__name__}")
+        for part in kind.split("+"):
+            if part not in AUGMENTATIONS:
+                raise ValueError(f"augment: unknown augmentation {part!r}; choose from {AUGMENTATIONS} "
+                                 f"(combine with '+', e.g. 'shift+flip', or None)")
+            plan[m, AUGMENTATIONS.index(part)] = True
+    return plan if bool(plan.any()) else None
+
+
+def _apply_augment(xb: torch.Tensor, u: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
+    """Augment a (M, b, C, H, W) batch; ``u`` (M, b, 9) uniform numbers, ``plan`` (M, 4) bools.
+
+    shift: a translation by up to max(1, round(H / 8)) pixels each way, zero fill;
+    flip: a horizontal flip with probability 1/2; cutout: a zeroed square of side
+    max(1, round(H / 4)) at a uniform position. Pixels stay in [0, 1]."""
+    n_models, b, c, h, w = xb.shape
+    x = xb.reshape(n_models * b, c, h, w)
+    u = u.reshape(n_models * b, -1)
+    use = plan.to(x.device).repeat_interleave(b, dim=0)  # (R, 3)
+    rows = torch.arange(x.shape[0], device=x.device)
+    if bool(use[:, 0].any()):
+        s = max(1, round(h / 8))
+        dy = (u[:, 0] * (2 * s + 1)).floor().long().clamp(max=2 * s) - s
+        dx = (u[:, 1] * (2 * s + 1)).floor().long().clamp(max=2 * s) - s
+        dy, dx = torch.where(use[:, 0], dy, 0), torch.where(use[:, 0], dx, 0)
+        padded = F.pad(x, (s, s, s, s))
+        ri = (s - dy)[:, None] + torch.arange(h, device=x.device)  # out[i, j] = x[i - dy, j - dx]
+        ci = (s - dx)[:, None] + torch.arange(w, device=x.device)
+        x = padded[rows[:, None, None], :, ri[:, :, None], ci[:, None, :]].permute(0, 3, 1, 2)
+    if bool(use[:, 3].any()):
+        angle = (u[:, 5] * 2 - 1) * math.radians(10)
+        scale = 1 + (u[:, 6] * 2 - 1) * 0.1
+        ty = (u[:, 7] * 2 - 1) / 8  # half a pixel on 8x8 images, in [-1, 1] grid units
+        tx = (u[:, 8] * 2 - 1) / 8
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = torch.where(use[:, 3].view(-1, 1, 1, 1), warped, x)
+    if bool(use[:, 1].any()):
+        flip = (use[:, 1] & (u[:, 2] < 0.5)).view(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(-1), x)
+    if bool(use[:, 2].any()):
+        side = max(1, round(h / 4))
+        top = (u[:, 3] * (h - side + 1)).floor().long().clamp(max=h - side)
+        left = (u[:, 4] * (w - side + 1)).floor().long().clamp(max=w - side)
+        ii = torch.arange(h, device=x.device)[None, :, None]
+        jj = torch.arange(w, device=x.device)[None, None, :]
+        hole = ((ii >= top[:, None, None]) & (ii < (top + side)[:, None, None])
+                & (jj >= left[:, None, None]) & (jj < (left + side)[:, None, None]))
+        hole = hole & use[:, 2, None, None]
+        x = x.masked_fill(hole[:, None], 0.0)
+    return x.reshape(n_models, b, c, h, w)
 
 
 def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Callable[[int], nn.Module],
-                   epochs: int, lr: float = 1e-3, batch_size: int = 16, seed: int = 0, device=None,
-                   progress: bool | None = None, desc: str = "training the ensemble"):
+                   epochs: int, lr: float = 1e-3, batch_size: int = 16, seed: int = 0, augment=None,
+                   device=None, progress: bool | None = None, desc: str = "training the ensemble"):
     r"""Train ``n_models`` copies of an architecture, model ``m`` only on the samples assigned to it.
 
     All models are trained at once: their parameters are stacked
@@ -853,7 +937,9 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     deterministic function of the *set* of its samples, its index and ``seed``: its
     initial weights come from ``base(seed * 1_000_003 + m)``, its sample order from a
     generator seeded by ``(seed, m)`` over its samples sorted by content (8-bit pixels,
-    then label). That is what the aggregation certificates require.
+    then label). That is what the aggregation certificates require. Data augmentation
+    (``augment``) keeps it so: the random numbers of model :math:`m`'s augmentations come
+    from the same per-model generator.
 
     Parameters
     ----------
@@ -866,6 +952,13 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
         cannot be updated under ``vmap``).
     epochs, lr, batch_size, seed : int, float, int, int
         Passes over each model's samples, Adam's learning rate, per-model batch size, seed.
+    augment : str or sequence of (str or None), optional
+        Data augmentation of image batches: ``"shift"`` (a random translation by up to
+        ``max(1, round(H / 8))`` pixels, zero fill), ``"flip"`` (horizontal, probability
+        1/2), ``"cutout"`` (a zeroed square of side ``max(1, round(H / 4))``), combined
+        with ``+`` (``"shift+cutout"``). A sequence gives *different augmentations to
+        different base models*: model ``m`` uses ``augment[m % len(augment)]`` (``None``:
+        none), as in Wang, Levine and Feizi's experiments for the Lethal Dose Conjecture.
     device : torch.device, optional
         Default :func:`robustlab.models.best_device`.
     progress : bool, optional
@@ -895,6 +988,9 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     check_positive(lr, "lr")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(seed, "seed", allow_zero=True)
+    plan = _augment_plan(augment, n_models)
+    if plan is not None and x.dim() != 4:
+        raise ValueError(f"augment needs image samples (N, C, H, W), got train.x of shape {tuple(x.shape)}")
     device = _models.best_device() if device is None else torch.device(device)
 
     models = [base(seed * 1_000_003 + m) for m in range(n_models)]
@@ -916,7 +1012,8 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     flat_model, flat_sample = flat_model[order], flat_sample[order]
     sizes = torch.bincount(flat_model, minlength=n_models)
     groups = list(torch.split(flat_sample, sizes.tolist()))
-    orders = _model_orders(groups, epochs, seed).to(device)
+    orders, aug_rand = _model_orders(groups, epochs, seed, n_random=_N_RANDOM if plan is not None else 0)
+    orders = orders.to(device)
     steps = math.ceil(orders.shape[2] / batch_size)
     x_dev, y_dev = x.to(device), y.to(device)
 
@@ -939,7 +1036,11 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
                 idx = orders[:, epoch, s * batch_size:(s + 1) * batch_size]  # (M, b)
                 w = (idx >= 0).float()
                 safe = idx.clamp_min(0)
-                grads, losses = grad_all(params, buffers, x_dev[safe], y_dev[safe], w)
+                xb = x_dev[safe]
+                if plan is not None:
+                    u = aug_rand[:, epoch, s * batch_size:(s + 1) * batch_size].to(device)
+                    xb = _apply_augment(xb, u, plan)
+                grads, losses = grad_all(params, buffers, xb, y_dev[safe], w)
                 active = w.sum(1) > 0
                 t = t + active.float()
                 tc = t.clamp_min(1.0)
@@ -977,7 +1078,7 @@ def _ensemble_cache_path(train, settings: dict):
 
 
 def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | None = None, width: int | None = 2,
-             epochs: int = 30, lr: float = 2e-3, batch_size: int = 16, seed: int = 0, device=None,
+             epochs: int = 30, lr: float = 2e-3, batch_size: int = 16, seed: int = 0, augment=None, device=None,
              progress: bool | None = None, cache: bool = False) -> PartitionEnsemble:
     r"""Train a Finite Aggregation ensemble: :math:`kd` base models over :math:`kd` hashed buckets.
 
@@ -996,7 +1097,7 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
         Base architecture (no BatchNorm).
     dataset : str, optional
         Fixes input shape and normalization (default: the profile's).
-    width, epochs, lr, batch_size, seed : see :func:`train_ensemble`
+    width, epochs, lr, batch_size, seed, augment : see :func:`train_ensemble`
     cache : bool
         Store the trained ensemble on disk under a key of the full configuration and the
         data, and load it from there next time.
@@ -1014,8 +1115,11 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
         raise ValueError(f"train.x has samples of shape {tuple(x.shape[1:])} "
                          f"but dataset {meta.name!r} has {meta.shape}")
     device = _models.best_device() if device is None else torch.device(device)
+    _augment_plan(augment, k * d)  # checks the argument before any work
     settings = dict(k=k, d=d, arch=arch, dataset=meta.name, width=width, epochs=epochs, lr=lr, batch_size=batch_size,
                     seed=seed)
+    if augment is not None:
+        settings["augment"] = [augment] if isinstance(augment, str) else list(augment)
     path = _ensemble_cache_path((x, y), settings) if cache else None
     base = _build_base(arch, meta.name, width)
     if path is not None and path.exists():
@@ -1026,8 +1130,8 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
     assignment = fa_assignment(x, k, d, seed=seed)
     kind = "DPA" if d == 1 else "FA"
     template, params, buffers, history = train_ensemble(
-        (x, y), assignment, k * d, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
-        progress=progress, desc=f"{kind}: training {k * d} base models")
+        (x, y), assignment, k * d, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        augment=augment, device=device, progress=progress, desc=f"{kind}: training {k * d} base models")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -1147,3 +1251,170 @@ class SSDPA:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.certify(x).prediction
+
+
+# =========================================================================== 6. the Lethal Dose Conjecture
+
+
+def median_radius(cert: PoisonCertificate, y: torch.Tensor) -> float:
+    """Median certified poison size over the test set, a wrong prediction counting as 0.
+
+    Levine and Feizi's summary number ("median certified robustness"). A misclassified
+    input is certified for nothing, so it counts below every radius; with more than half
+    of the inputs misclassified the median is 0.
+    """
+    check_labels(y, "y", batch_size=cert.prediction.shape[0])
+    correct = cert.prediction.cpu() == y.cpu()
+    r = torch.where(correct, cert.radius.cpu(), torch.full_like(cert.radius.cpu(), -1))
+    return float(r.double().median().clamp_min(0))
+
+
+class LethalDoseStudy(NamedTuple):
+    """What :func:`lethal_dose_study` measured: one row per (learner, k).
+
+    ``rows`` are dicts with ``learner``, ``k``, ``samples_per_model`` (N / k),
+    ``base_accuracy`` (mean test accuracy of one base model), ``clean_accuracy`` (of the
+    vote), ``median_radius`` (:func:`median_radius`) and ``certified`` (``{r: certified
+    accuracy at poison size r}`` for every ``r`` in ``radii``).
+    """
+
+    rows: list
+    radii: tuple
+    n_train: int
+
+    def learners(self) -> list:
+        return list(dict.fromkeys(r["learner"] for r in self.rows))
+
+    def of(self, learner: str) -> list:
+        """The rows of one learner, in increasing k."""
+        if learner not in self.learners():
+            raise ValueError(f"learner must be one of {self.learners()}, got {learner!r}")
+        return sorted((r for r in self.rows if r["learner"] == learner), key=lambda r: r["k"])
+
+    def table(self) -> str:
+        """The rows as an aligned text table."""
+        head = (f"{'learner':<28}{'k':>5}{'N/k':>7}{'base acc':>10}{'DPA acc':>9}{'median r':>10}"
+                + "".join(f"{'cert@' + str(r):>9}" for r in self.radii))
+        lines = [head]
+        for row in self.rows:
+            lines.append(f"{row['learner']:<28}{row['k']:>5}{row['samples_per_model']:>7.0f}"
+                         f"{row['base_accuracy']:>10.3f}{row['clean_accuracy']:>9.3f}{row['median_radius']:>10.0f}"
+                         + "".join(f"{row['certified'][r]:>9.3f}" for r in self.radii))
+        return "\n".join(lines)
+
+    def plot(self, *, radius: int | None = None, figsize=(11, 3.6)):
+        """Two panels: data efficiency (base accuracy against samples per model) and the
+        certificate against k (median radius, the k / 2 ceiling, and the certified
+        accuracy at ``radius``, default the largest of ``radii``). Returns the figure."""
+        import matplotlib.pyplot as plt
+
+        radius = max(self.radii) if radius is None else radius
+        if radius not in self.radii:
+            raise ValueError(f"radius must be one of the study's radii {self.radii}, got {radius}")
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=figsize)
+        ax2 = ax1.twinx()
+        for i, name in enumerate(self.learners()):
+            rows = self.of(name)
+            ks = [r["k"] for r in rows]
+            ax0.semilogx([r["samples_per_model"] for r in rows], [r["base_accuracy"] for r in rows], "o-",
+                         color=f"C{i}", label=name)
+            ax1.plot(ks, [r["median_radius"] for r in rows], "o-", color=f"C{i}", label=f"{name}: median radius")
+            ax2.plot(ks, [r["certified"][radius] for r in rows], "s--", color=f"C{i}", alpha=0.7,
+                     label=f"{name}: certified at r = {radius}")
+        all_k = sorted({r["k"] for r in self.rows})
+        ax1.plot(all_k, [k / 2 for k in all_k], "k:", label="k / 2 (the ceiling)")
+        per_model = sorted({r["samples_per_model"] for r in self.rows})
+        ax0.set_xticks(per_model, [f"{n:.0f}" for n in per_model])
+        ax0.minorticks_off()
+        ax1.set_ylim(bottom=0)
+        ax0.set_xlabel("samples per base model N / k (log scale)")
+        ax0.set_ylabel("test accuracy of one base model")
+        ax0.set_ylim(0, 1.02)
+        ax0.legend(fontsize=8)
+        ax0.set_title("data efficiency of the base learner", fontsize=10)
+        ax1.set_xlabel("number of partitions k")
+        ax1.set_ylabel("poisoned samples")
+        ax2.set_ylabel(f"certified accuracy at r = {radius}")
+        ax2.set_ylim(0, 1.02)
+        ax1.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="lower right", fontsize=7)
+        ax1.set_title("DPA's certificate against k", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+
+def lethal_dose_study(train, test, ks=(10, 25, 50, 100), learners: dict | None = None, *, radii=(5, 10, 20),
+                      arch: str = "mlp", width: int | None = 2, epochs: int = 100, seed: int = 0,
+                      cache: bool = True, progress: bool | None = None) -> LethalDoseStudy:
+    r"""The Lethal Dose Conjecture made visible: DPA's certificate against k, per base learner.
+
+    Wang, Levine and Feizi (2022) conjecture that if a learner needs :math:`n` clean samples
+    to be accurate, no defense tolerates more than :math:`\Theta(N/n)` poisoned samples of a
+    size-:math:`N` training set, and DPA reaches this order with :math:`k \approx N/n`.
+    The lever is the base learner's *data efficiency*: a learner that is accurate on fewer
+    samples allows more partitions at the same accuracy, hence larger certificates; their
+    example is giving the base models data augmentation. For every learner and every k
+    this trains a DPA ensemble (:func:`train_dpa`, vectorized, cached) and measures the
+    base models' accuracy, the vote's accuracy, the median certified radius and the
+    certified accuracy at each of ``radii``.
+
+    Parameters
+    ----------
+    train, test : Split
+    ks : sequence of int
+        Numbers of partitions.
+    learners : dict, optional
+        ``{name: train_dpa keyword arguments}``, e.g. ``{"MLP": {}, "MLP + affine":
+        {"augment": "affine"}}`` (the default; ``arch``, ``width``, ``epochs`` and ``seed``
+        below are the shared defaults a learner may override).
+    radii : sequence of int
+        Poison sizes at which to report certified accuracy.
+    cache, progress : bool
+        Cache every ensemble on disk; show a progress bar over the trainings.
+
+    Returns
+    -------
+    LethalDoseStudy
+    """
+    x, y = check_xy(train, "train")
+    xt, yt = check_xy(test, "test")
+    ks = tuple(ks) if not isinstance(ks, int) else (ks,)
+    if not ks:
+        raise ValueError("ks must hold at least one number of partitions")
+    for k in ks:
+        check_positive_int(k, "ks")
+    radii = tuple(radii) if not isinstance(radii, int) else (radii,)
+    for r in radii:
+        check_positive_int(r, "radii", allow_zero=True)
+    if learners is None:
+        learners = {"MLP": {}, "MLP + affine augmentation": {"augment": "affine"}}
+    if not isinstance(learners, dict) or not learners:
+        raise TypeError("learners must be a non-empty dict {name: train_dpa keyword arguments}")
+    for name, kw in learners.items():
+        if not isinstance(kw, dict):
+            raise TypeError(f"learners[{name!r}] must be a dict of train_dpa keyword arguments, "
+                            f"got {type(kw).__name__}")
+        if "k" in kw or "d" in kw:
+            raise ValueError(f"learners[{name!r}] must not set k or d (the study varies k; d is 1)")
+    rows = []
+    bar = config.progress_bar(len(learners) * len(ks), "Lethal Dose study", config.progress_enabled(progress),
+                              unit="ensemble")
+    try:
+        for name, kw in learners.items():
+            settings = dict(arch=arch, width=width, epochs=epochs, seed=seed, cache=cache, progress=False)
+            settings.update(kw)
+            for k in ks:
+                ens = train_dpa((x, y), k, **settings)
+                cert = ens.certify(xt)
+                rows.append({
+                    "learner": name, "k": k, "samples_per_model": x.shape[0] / k,
+                    "base_accuracy": float(ens.base_accuracy((xt, yt)).mean()),
+                    "clean_accuracy": float((cert.prediction == yt.cpu()).float().mean()),
+                    "median_radius": median_radius(cert, yt),
+                    "certified": cert.certified_accuracy(yt, radii),
+                })
+                bar.update(1)
+                bar.set_postfix({"learner": name, "k": k})
+    finally:
+        bar.close()
+    return LethalDoseStudy(rows, radii, x.shape[0])

@@ -370,3 +370,180 @@ def test_certificate_functions_name_their_bad_arguments():
         P.hash_partition(torch.rand(2, 3), 0)
     with pytest.raises(ValueError, match="arch"):
         P.train_dpa(rl.data.subset(rl.data.load("digits")[0], 20), 2, arch="resnet")
+
+
+# --------------------------------------------------------------------------- augmentation and the Lethal Dose study
+
+
+def _augment(x, u, kinds):
+    plan = P._augment_plan(kinds, x.shape[0])
+    return P._apply_augment(x, u, plan)
+
+
+def test_shift_moves_a_pixel_by_the_drawn_offset():
+    x = torch.zeros(1, 1, 1, 8, 8)
+    x[..., 3, 4] = 1.0
+    for uy, ux in ((0.0, 0.0), (0.99, 0.5), (0.5, 0.99), (0.4, 0.1)):
+        u = torch.zeros(1, 1, P._N_RANDOM)
+        u[..., 0], u[..., 1] = uy, ux
+        out = _augment(x, u, "shift")
+        dy, dx = int(uy * 3) - 1, int(ux * 3) - 1  # a shift of up to 1 pixel on 8 x 8 images
+        assert out.sum() == 1 and out[0, 0, 0, 3 + dy, 4 + dx] == 1, (uy, ux)
+
+
+def test_flip_cutout_and_identity_affine_do_what_they_say():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 1, 8, 8, generator=g)
+    u = torch.full((2, 3, P._N_RANDOM), 0.5)
+    u[0, :, 2] = 0.2  # flip
+    u[1, :, 2] = 0.7  # no flip
+    out = _augment(x, u, "flip")
+    assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])
+    u = torch.zeros(2, 3, P._N_RANDOM)
+    out = _augment(x, u, "cutout")  # a 2 x 2 square at the top left corner
+    assert bool((out[..., :2, :2] == 0).all()) and torch.equal(out[..., 2:, :], x[..., 2:, :])
+    assert int((out != x).sum()) <= 2 * 3 * 4
+    u = torch.full((2, 3, P._N_RANDOM), 0.5)  # angle 0, scale 1, no translation
+    assert torch.allclose(_augment(x, u, "affine"), x, atol=1e-6)
+    u = torch.rand(2, 3, P._N_RANDOM, generator=g)
+    out = _augment(x, u, "shift+flip+cutout+affine")
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1 + 1e-6
+
+
+def test_different_models_get_different_augmentations():
+    plan = P._augment_plan(("shift", None, "affine+cutout"), 5)
+    names = P.AUGMENTATIONS
+    assert plan[:, names.index("shift")].tolist() == [True, False, False, True, False]
+    assert plan[:, names.index("affine")].tolist() == [False, False, True, False, False]
+    assert P._augment_plan(None, 3) is None and P._augment_plan([None], 3) is None
+    with pytest.raises(ValueError, match="augment"):
+        P._augment_plan("rotate", 2)
+    with pytest.raises(ValueError, match="augment"):
+        P._augment_plan([], 2)
+
+
+def test_augmented_base_models_still_depend_only_on_their_own_partition(digits):
+    """The certificates need it with augmentation too: the random numbers of model m come
+    from model m's own generator, so inserting a sample and shuffling changes one model."""
+    train, _ = digits
+    sub = rl.data.subset(train, 160, seed=0)
+    k = 4
+    kw = dict(arch="mlp", width=1, epochs=2, batch_size=8, device="cpu", progress=False,
+              augment=("affine+cutout", "shift+flip"))
+    ens = P.train_dpa(sub, k, **kw)
+    plain = P.train_dpa(sub, k, **{**kw, "augment": None})
+    assert any(not torch.equal(p, plain.params[n]) for n, p in ens.params.items()), "augmentation did nothing"
+    extra = train.x[-1:], train.y[-1:]
+    j = int(P.hash_partition(extra[0], k))
+    perm = torch.randperm(161, generator=torch.Generator().manual_seed(1))
+    ens2 = P.train_dpa((torch.cat([sub.x, extra[0]])[perm], torch.cat([sub.y, extra[1]])[perm]), k, **kw)
+    for name, p in ens.params.items():
+        for m in range(k):
+            assert torch.equal(p[m], ens2.params[name][m]) == (m != j), f"model {m}, parameter {name}"
+
+
+def test_vectorized_ensemble_equals_training_each_model_alone(digits):
+    """Model m of the vmapped ensemble = the same model trained by itself with torch.optim.Adam
+    on its own samples in the same order (the per-model masking and Adam are exact)."""
+    train, _ = digits
+    sub = rl.data.subset(train, 90, seed=3)
+    k, epochs, batch, lr, seed = 3, 3, 8, 2e-3, 5
+    ens = P.train_dpa(sub, k, arch="mlp", width=1, epochs=epochs, batch_size=batch, lr=lr, seed=seed,
+                      device="cpu", progress=False)
+    part = P.hash_partition(sub.x, k)
+    rank = P._content_rank(sub.x, sub.y)
+    groups = [torch.nonzero(part == m).flatten() for m in range(k)]
+    groups = [g[torch.argsort(rank[g])] for g in groups]
+    orders, _ = P._model_orders(groups, epochs, seed)
+    for m in range(k):
+        model = rl.models.build("mlp", "digits", width=1, seed=seed * 1_000_003 + m)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
+        for e in range(epochs):
+            order = orders[m, e][orders[m, e] >= 0]
+            for s in range(0, order.numel(), batch):
+                idx = order[s:s + batch]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(sub.x[idx]), sub.y[idx]).backward()
+                opt.step()
+        alone = dict(model.named_parameters())
+        for name, p in ens.params.items():
+            assert torch.allclose(p[m], alone[name], atol=2e-5), f"model {m}, {name}: {float((p[m] - alone[name]).abs().max())}"
+
+
+def test_lethal_dose_study_measures_what_the_ensembles_certify(digits):
+    train, test = digits
+    sub = rl.data.subset(train, 240, seed=0)
+    tst = rl.data.subset(test, 80, seed=0)
+    learners = {"plain": {}, "augmented": {"augment": "affine"}}
+    study = P.lethal_dose_study(sub, tst, ks=(4, 12), learners=learners, radii=(0, 1, 3), epochs=3, width=1,
+                                cache=False, progress=False)
+    assert [(r["learner"], r["k"]) for r in study.rows] == [("plain", 4), ("plain", 12), ("augmented", 4),
+                                                            ("augmented", 12)]
+    cert = P.train_dpa(sub, 12, arch="mlp", width=1, epochs=3, augment="affine", progress=False).certify(tst.x)
+    row = study.of("augmented")[1]
+    assert row["samples_per_model"] == 20
+    assert row["clean_accuracy"] == pytest.approx(float((cert.prediction == tst.y).float().mean()))
+    assert row["certified"] == cert.certified_accuracy(tst.y, (0, 1, 3))
+    assert row["median_radius"] == P.median_radius(cert, tst.y)
+    for r in study.rows:
+        acc = [r["certified"][x] for x in (0, 1, 3)]
+        assert acc == sorted(acc, reverse=True) and acc[0] == pytest.approx(r["clean_accuracy"])
+        assert 0 <= r["median_radius"] <= r["k"] // 2
+    assert "augmented" in study.table()
+    fig = study.plot(radius=1)
+    assert len(fig.axes) == 3
+    with pytest.raises(ValueError, match="radius"):
+        study.plot(radius=7)
+
+
+def test_median_radius_counts_wrong_predictions_as_zero():
+    cert = P.certify_dpa(torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, 0], [2, 2, 2, 2, 2]]), 3)
+    assert cert.radius.tolist() == [2, 1, 2]
+    assert P.median_radius(cert, torch.tensor([0, 1, 2])) == 2
+    assert P.median_radius(cert, torch.tensor([1, 0, 2])) == 0  # two wrong of three
+
+
+def test_lethal_dose_study_names_its_bad_arguments(digits):
+    train, test = digits
+    with pytest.raises(ValueError, match="ks"):
+        P.lethal_dose_study(train, test, ks=())
+    with pytest.raises(ValueError, match="ks"):
+        P.lethal_dose_study(train, test, ks=(0, 5))
+    with pytest.raises(TypeError, match="learners"):
+        P.lethal_dose_study(train, test, learners=["MLP"])
+    with pytest.raises(ValueError, match="learners"):
+        P.lethal_dose_study(train, test, learners={"x": {"k": 3}})
+    with pytest.raises(ValueError, match="radii"):
+        P.lethal_dose_study(train, test, radii=(-1,))
+    with pytest.raises(ValueError, match="augment"):
+        P.train_dpa(rl.data.subset(train, 20), 2, augment="rotate")
+
+
+# --------------------------------------------------------------------------- the full-profile data sets
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_poisoning_pipeline_runs_on_the_full_profile_data_sets(name, fake_data_root, skip_cifar_md5):
+    """Backdoor, spectral filtering and a DPA / FA ensemble of CNNs with augmentation on
+    28 x 28 and 3 x 32 x 32 images loaded through torchvision (small stand-in files)."""
+    train, test = rl.data.load(name, root=fake_data_root, download=False)
+    train, test = rl.data.subset(train, 240, seed=0), rl.data.subset(test, 40, seed=0)
+    c, h, _ = rl.data.info(name).shape
+    trigger = P.Trigger(size=max(2, h // 7))
+    poisoned, mask = P.backdoor(train, 0.2, 0, trigger, seed=0)
+    assert poisoned.x.shape == train.x.shape and int(mask.sum()) > 0
+    stamped = P.apply_trigger(test.x[:4], trigger)
+    r, col = trigger.corner(h, h)
+    assert bool((stamped[..., r:r + trigger.size, col:col + trigger.size] == trigger.value).all())
+    model = rl.models.build("cnn", name, width=4, seed=0)
+    rl.train.fit(model, poisoned, epochs=1, batch_size=32, progress=False)
+    reps = P.representations(model, poisoned.x)
+    keep = P.spectral_filter(reps, poisoned.y, 0.2)
+    assert keep.shape == (240,) and keep.dtype == torch.bool and int((~keep).sum()) > 0
+    assert 0.0 <= P.backdoor_success(model, test, 0, trigger) <= 1.0
+    augment = "shift+flip" if c == 3 else ("affine", "shift+cutout")
+    ens = P.train_fa(train, 3, 2, arch="cnn", dataset=name, width=1, epochs=1, augment=augment, device="cpu",
+                     progress=False)
+    cert = ens.certify(test.x)
+    assert cert.prediction.shape == (40,) and int(cert.counts.sum(1).min()) == 6
+    assert bool((cert.radius >= 0).all()) and bool((cert.radius <= 3).all())
