@@ -881,7 +881,9 @@ def _apply_augment(xb: torch.Tensor, u: torch.Tensor, plan: torch.Tensor) -> tor
 
     shift: a translation by up to max(1, round(H / 8)) pixels each way, zero fill;
     flip: a horizontal flip with probability 1/2; cutout: a zeroed square of side
-    max(1, round(H / 4)) at a uniform position. Pixels stay in [0, 1]."""
+    max(1, round(H / 4)) at a uniform position; affine: a rotation by up to 10 degrees, a
+    scaling by up to 10% and a shift by up to H / 16 pixels (bilinear, zero fill). Pixels
+    stay in [0, 1]."""
     n_models, b, c, h, w = xb.shape
     x = xb.reshape(n_models * b, c, h, w)
     u = u.reshape(n_models * b, -1)
@@ -955,8 +957,9 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     augment : str or sequence of (str or None), optional
         Data augmentation of image batches: ``"shift"`` (a random translation by up to
         ``max(1, round(H / 8))`` pixels, zero fill), ``"flip"`` (horizontal, probability
-        1/2), ``"cutout"`` (a zeroed square of side ``max(1, round(H / 4))``), combined
-        with ``+`` (``"shift+cutout"``). A sequence gives *different augmentations to
+        1/2), ``"cutout"`` (a zeroed square of side ``max(1, round(H / 4))``),
+        ``"affine"`` (a rotation by up to 10 degrees, a scaling by up to 10% and a shift by
+        up to ``H / 16`` pixels, bilinear), combined with ``+`` (``"shift+cutout"``). A sequence gives *different augmentations to
         different base models*: model ``m`` uses ``augment[m % len(augment)]`` (``None``:
         none), as in Wang, Levine and Feizi's experiments for the Lethal Dose Conjecture.
     device : torch.device, optional
