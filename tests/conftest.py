@@ -39,6 +39,14 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close the figures a test drew (pyplot keeps every open figure alive otherwise)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 @pytest.fixture(scope="session")
 def fake_data_root(tmp_path_factory):
     """A torchvision data root holding small MNIST, Fashion-MNIST and CIFAR-10 files."""
