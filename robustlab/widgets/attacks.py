@@ -6,6 +6,7 @@ import torch
 
 from .. import attacks as _attacks
 from .._validate import check_choice, check_images, check_labels, check_model, check_nonneg
+from ._live import live
 
 __all__ = ["AttackExplorer"]
 
@@ -115,7 +116,6 @@ class AttackExplorer:
         """The live demo: sliders for the input and the budget, menus for norm and attack."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_nonneg(eps_max, "eps_max", allow_tensor=False)
         eps = W.FloatSlider(value=min(0.1, eps_max), min=0.0, max=eps_max, step=0.01, description="ε",
@@ -123,23 +123,14 @@ class AttackExplorer:
         norm = W.Dropdown(options=list(self.NORMS), value="linf", description="norm")
         attack = W.Dropdown(options=list(self.ATTACKS), value="pgd", description="attack")
         index = W.IntSlider(value=0, min=0, max=self.x.shape[0] - 1, description="input", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                if attack.value == "fgsm" and norm.value != "linf":
-                    print("FGSM is an Linf attack: choose norm linf, or the PGD attack for L2.")
-                    return
-                fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
-                self._draw(axes, self.update(eps.value, norm.value, attack.value, index.value),
-                           eps.value, norm.value, attack.value)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            if attack.value == "fgsm" and norm.value != "linf":
+                print("FGSM is an Linf attack: choose norm linf, or the PGD attack for L2.")
+                return None
+            fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
+            self._draw(axes, self.update(eps.value, norm.value, attack.value, index.value),
+                       eps.value, norm.value, attack.value)
+            return fig
 
-        for control in (eps, norm, attack, index):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([index, eps]), W.HBox([attack, norm]), out])
-        display(box)
-        return box
+        return live([[index, eps], [attack, norm]], draw)

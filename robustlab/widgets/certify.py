@@ -7,6 +7,7 @@ import torch
 from .. import attacks as _attacks
 from .._validate import check_images, check_labels, check_model, check_nonneg
 from ..certify import bounds as _bounds
+from ._live import live
 
 __all__ = ["BoundsExplorer"]
 
@@ -118,25 +119,15 @@ class BoundsExplorer:
         """The live demo: sliders for the input and the radius."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_nonneg(eps_max, "eps_max", allow_tensor=False)
         eps = W.FloatSlider(value=min(0.05, eps_max), min=0.0, max=eps_max, step=0.005, description="ε",
                             continuous_update=False, readout_format=".3f")
         index = W.IntSlider(value=0, min=0, max=self.x.shape[0] - 1, description="input", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, ax = plt.subplots(figsize=(7, 3))
-                self._draw(ax, self.update(eps.value, index.value), eps.value)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, ax = plt.subplots(figsize=(7, 3))
+            self._draw(ax, self.update(eps.value, index.value), eps.value)
+            return fig
 
-        for control in (eps, index):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([index, eps]), out])
-        display(box)
-        return box
+        return live([[index, eps]], draw)

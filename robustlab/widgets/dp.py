@@ -8,6 +8,7 @@ import torch
 
 from .._validate import check_nonneg, check_positive
 from ..smoothing import dp as _dp
+from ._live import live
 
 __all__ = ["DPConditionExplorer"]
 
@@ -119,7 +120,6 @@ class DPConditionExplorer:
         """The live demo: sliders for eps, log10(delta) and the radius L."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_positive(eps_max, "eps_max")
         eps = W.FloatSlider(value=min(0.5, eps_max), min=0.0, max=eps_max, step=0.05, description="ε",
@@ -127,20 +127,11 @@ class DPConditionExplorer:
         log_delta = W.FloatSlider(value=-5.0, min=-8.0, max=-1.0, step=0.5, description="log10 δ",
                                   continuous_update=False)
         radius = W.FloatSlider(value=0.1, min=0.01, max=1.0, step=0.01, description="L", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                delta = 10.0 ** log_delta.value
-                fig, ax = plt.subplots(figsize=(5, 4))
-                self._draw(ax, self.update(eps.value, delta, radius.value), eps.value, delta, radius.value)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            delta = 10.0 ** log_delta.value
+            fig, ax = plt.subplots(figsize=(5, 4))
+            self._draw(ax, self.update(eps.value, delta, radius.value), eps.value, delta, radius.value)
+            return fig
 
-        for control in (eps, log_delta, radius):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([eps, log_delta, radius]), out])
-        display(box)
-        return box
+        return live([[eps, log_delta, radius]], draw)

@@ -9,6 +9,7 @@ import torch
 
 from .. import features as _features
 from .._validate import check_nonneg, check_positive, check_positive_int
+from ._live import live
 
 __all__ = ["TradeoffExplorer"]
 
@@ -172,7 +173,6 @@ class TradeoffExplorer:
         """The live demo: sliders for the radius, the non-robust signal, the dimension and p."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_positive(eps_max, "eps_max")
         eps = W.FloatSlider(value=min(2 * self.eta, eps_max), min=0.0, max=eps_max, step=0.01, description="ε",
@@ -180,19 +180,10 @@ class TradeoffExplorer:
         eta = W.FloatSlider(value=self.eta, min=0.01, max=1.0, step=0.01, description="η", continuous_update=False)
         d = W.IntSlider(value=self.d, min=1, max=max(1000, self.d), description="d", continuous_update=False)
         p = W.FloatSlider(value=self.p, min=0.5, max=0.99, step=0.01, description="p", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-                self._draw(axes, self.update(eps.value, eta.value, p.value, d.value))
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+            self._draw(axes, self.update(eps.value, eta.value, p.value, d.value))
+            return fig
 
-        for control in (eps, eta, d, p):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([eps, eta]), W.HBox([d, p]), out])
-        display(box)
-        return box
+        return live([[eps, eta], [d, p]], draw)

@@ -9,6 +9,7 @@ from .. import models as _models
 from .. import poisoning as _P
 from .. import train as _train
 from .._validate import check_positive_int
+from ._live import live
 
 __all__ = ["PoisoningExplorer"]
 
@@ -187,7 +188,6 @@ class PoisoningExplorer:
         """The live demo: a poison-rate slider for the backdoor, ``k`` and poison-size controls for DPA."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         rates = [self._rate(r) for r in rates]
         ks = [check_positive_int(k, "ks") for k in ks]
@@ -196,21 +196,12 @@ class PoisoningExplorer:
                                  continuous_update=False)
         k = W.Dropdown(options=ks, value=ks[min(1, len(ks) - 1)], description="k")
         size = W.IntSlider(value=1, min=0, max=max_poison, description="poison size", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                self.update(rate.value, k.value, size.value)
-                fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
-                self._draw_backdoor(a, [r for r in rates if r <= rate.value], rate.value)
-                self._draw_dpa(b, [k.value], k.value, size.value)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            self.update(rate.value, k.value, size.value)
+            fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+            self._draw_backdoor(a, [r for r in rates if r <= rate.value], rate.value)
+            self._draw_dpa(b, [k.value], k.value, size.value)
+            return fig
 
-        for control in (rate, k, size):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([rate, k, size]), out])
-        display(box)
-        return box
+        return live([[rate, k, size]], draw)

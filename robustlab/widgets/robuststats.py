@@ -8,6 +8,7 @@ import torch
 
 from .. import robuststats as _rs
 from .._validate import check_nonneg, check_positive_int
+from ._live import live
 
 __all__ = ["EpsBumpExplorer"]
 
@@ -106,25 +107,15 @@ class EpsBumpExplorer:
         """The live demo: sliders for the corrupted fraction and the bump's location."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_nonneg(location_max, "location_max", allow_tensor=False)
         eps = W.FloatSlider(value=0.1, min=0.0, max=0.45, step=0.01, description="ε", continuous_update=False)
         location = W.FloatSlider(value=min(10.0, location_max), min=-location_max, max=location_max, step=0.5,
                                  description="bump at", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, ax = plt.subplots(figsize=(7, 3.4))
-                self._draw(ax, self.update(eps.value, location.value), eps.value, location.value)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, ax = plt.subplots(figsize=(7, 3.4))
+            self._draw(ax, self.update(eps.value, location.value), eps.value, location.value)
+            return fig
 
-        for control in (eps, location):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([eps, location]), out])
-        display(box)
-        return box
+        return live([[eps, location]], draw)

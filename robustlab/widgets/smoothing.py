@@ -10,6 +10,7 @@ import torch  # noqa: F401  (the doctest uses it)
 
 from .._validate import check_images, check_labels, check_model, check_positive, check_positive_int
 from ..smoothing import gaussian as _gaussian
+from ._live import live
 
 __all__ = ["SmoothingExplorer"]
 
@@ -155,7 +156,6 @@ class SmoothingExplorer:
         """The live demo: a slider for sigma (the trained levels, or continuous) and one for n."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         n_choices = [check_positive_int(v, "n_choices") for v in n_choices]
         if not n_choices:
@@ -171,20 +171,11 @@ class SmoothingExplorer:
                                   description="σ", continuous_update=False)
         n = W.SelectionSlider(options=n_choices, value=n_choices[len(n_choices) // 2], description="n",
                               continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-                self._draw(axes, self.update(sigma.value, n.value))
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+            self._draw(axes, self.update(sigma.value, n.value))
+            return fig
 
-        for control in (sigma, n):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([sigma, n]), out])
-        display(box)
-        return box
+        return live([[sigma, n]], draw)
 

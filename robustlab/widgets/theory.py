@@ -9,6 +9,7 @@ import torch
 
 from .. import theory as _theory
 from .._validate import check_positive_int
+from ._live import live
 
 __all__ = ["ConcentrationExplorer"]
 
@@ -133,25 +134,15 @@ class ConcentrationExplorer:
         """The live demo: a dimension slider and sliders for the cap's measure and for ε."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         dim = W.SelectionSlider(options=list(self.D_CHOICES), value=10, description="d", continuous_update=False)
         mu = W.FloatLogSlider(value=0.01, base=10, min=-4, max=math.log10(0.5), step=0.1, description="μ",
                               continuous_update=False)
         eps = W.FloatSlider(value=0.2, min=0.0, max=1.0, step=0.01, description="ε", continuous_update=False)
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, axes = plt.subplots(1, 2, figsize=(10, 3), gridspec_kw={"width_ratios": [1.4, 1]})
-                self._draw(axes, self.update(dim.value, mu.value, eps.value))
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3), gridspec_kw={"width_ratios": [1.4, 1]})
+            self._draw(axes, self.update(dim.value, mu.value, eps.value))
+            return fig
 
-        for control in (dim, mu, eps):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([dim, mu, eps]), out])
-        display(box)
-        return box
+        return live([[dim, mu, eps]], draw)

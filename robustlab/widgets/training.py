@@ -30,6 +30,7 @@ import torch
 from .. import data as _data
 from ..norms import lp_norm
 from .._validate import check_choice, check_nonneg, check_positive, check_positive_int
+from ._live import live
 
 __all__ = ["DeltaBallDemo", "LinearClassifier", "fit_linear", "worst_perturbation"]
 
@@ -316,26 +317,16 @@ class DeltaBallDemo:
         """The live demo: a slider for the radius and a menu for the norm."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         check_positive(eps_max, "eps_max")
         eps = W.FloatSlider(value=min(0.05, eps_max), min=0.0, max=eps_max, step=0.01, description="ε",
                             continuous_update=False)
         norm = W.Dropdown(options=list(self.NORMS), value="linf", description="norm")
-        out = W.Output()
 
-        def redraw(*_):
-            out.clear_output(wait=True)
-            with out:
-                fig, ax = plt.subplots(figsize=(4.6, 5.2))
-                handles = self._draw(ax, self.update(eps.value, norm.value), eps.value, norm.value)
-                ax.legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
-                fig.tight_layout()
-                plt.show()
+        def draw():
+            fig, ax = plt.subplots(figsize=(4.6, 5.2))
+            handles = self._draw(ax, self.update(eps.value, norm.value), eps.value, norm.value)
+            ax.legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
+            return fig
 
-        for control in (eps, norm):
-            control.observe(redraw, names="value")
-        redraw()
-        box = W.VBox([W.HBox([eps, norm]), out])
-        display(box)
-        return box
+        return live([[eps, norm]], draw)
