@@ -102,6 +102,17 @@ def check_positive_int(value, name: str, *, allow_zero: bool = False) -> int:
     return value
 
 
+def check_probability(value, name: str, *, closed: bool = False) -> float:
+    """A probability: in (0, 1) (a confidence level alpha, a failure rate), or in [0, 1] with ``closed``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (value < 0 or value > 1 if closed else value <= 0 or value >= 1):
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise ValueError(f"{name} must be a probability in {interval}, got {value}")
+    return value
+
+
 def check_choice(value, name: str, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
