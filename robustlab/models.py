@@ -4,9 +4,22 @@ Every model built here starts with :class:`Normalize`, so the data stays in pixe
 and every epsilon and radius is measured in pixel units. :func:`build` makes the
 architectures the profiles use: an MLP, a small CNN, and a ResNet-style net for the full
 profile. :func:`best_device` picks CUDA, then MPS, then the CPU.
+
+Devices, dtypes and modes
+-------------------------
+The device and dtype come from the model's parameters (:func:`device_of`,
+:func:`dtype_of`); a function that runs a model moves its inputs there
+(:func:`to_model`). **Every function returns its tensors on the device of its input
+batch** ``x`` (the data argument; the first tensor argument when there is no model):
+CPU data in, CPU results out, whatever device the model is on; data already on the GPU
+stays there. :func:`to_input` applies the rule to a result. :func:`eval_mode` runs a
+block in eval mode and restores the model's mode; :func:`split_features_head` splits a
+classifier into its representation and its linear head.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -15,7 +28,8 @@ from . import config
 from . import data as _data
 from ._validate import check_choice, check_model, check_positive_int
 
-__all__ = ["Normalize", "MLP", "SmallCNN", "ResNet", "ARCHS", "build", "best_device", "device_of"]
+__all__ = ["Normalize", "MLP", "SmallCNN", "ResNet", "ARCHS", "build", "best_device", "device_of", "dtype_of",
+           "to_model", "to_input", "eval_mode", "split_features_head"]
 
 
 class Normalize(nn.Module):
@@ -184,3 +198,124 @@ def device_of(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def dtype_of(model: nn.Module) -> torch.dtype:
+    """The floating dtype of a model's parameters (or buffers); ``torch.float32`` for a model with neither.
+
+    Examples
+    --------
+    >>> dtype_of(build("mlp", "digits").double())
+    torch.float64
+    """
+    check_model(model)
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    for t in model.buffers():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _check_tensors(tensors, what: str):
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}[{i}] must be a torch.Tensor, got {type(t).__name__}")
+
+
+def to_model(model: nn.Module, *tensors: torch.Tensor):
+    """Move tensors to the model's device; floating tensors also take the model's dtype.
+
+    Integer tensors (labels, indices) keep their dtype. Returns one tensor for one
+    argument, else a tuple in the same order.
+
+    Examples
+    --------
+    >>> model = build("mlp", "digits").double()
+    >>> x, y = to_model(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+    >>> x.dtype, y.dtype
+    (torch.float64, torch.int64)
+    """
+    device, dtype = device_of(model), dtype_of(model)
+    _check_tensors(tensors, "tensors")
+    out = tuple(t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device) for t in tensors)
+    return out[0] if len(out) == 1 else out
+
+
+def to_input(x: torch.Tensor, *tensors: torch.Tensor):
+    """Move results to the device of the input batch ``x``: the package's rule for returned tensors.
+
+    Dtypes are kept. Returns one tensor for one result, else a tuple in the same order.
+
+    Examples
+    --------
+    >>> to_input(torch.zeros(3), torch.ones(3)).device
+    device(type='cpu')
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    _check_tensors(tensors, "tensors")
+    out = tuple(t.to(x.device) for t in tensors)
+    return out[0] if len(out) == 1 else out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode for the ``with`` block and restore its mode afterwards.
+
+    The mode of every submodule is restored as it was (a model whose BatchNorm alone
+    was in eval mode gets it back), also when the block raises.
+
+    Examples
+    --------
+    >>> model = build("mlp", "digits").train()
+    >>> with eval_mode(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    check_model(model)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def split_features_head(model: nn.Module):
+    r"""Split a classifier into its features :math:`g` and its linear head: ``model(x) == head(g(x))``.
+
+    :math:`g(x)` is the input of the last ``Linear`` layer (the penultimate layer, 128
+    units for :class:`SmallCNN`). Both parts share the model's modules (no copy), so they
+    follow its device and mode changes. Supports ``nn.Sequential`` models (:class:`MLP`,
+    :class:`SmallCNN`) and :class:`ResNet`.
+
+    Returns
+    -------
+    (nn.Sequential, nn.Module)
+        ``features`` and ``head``.
+
+    Examples
+    --------
+    >>> model = build("cnn", "digits")
+    >>> g, head = split_features_head(model)
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> g(x).shape, bool(torch.allclose(head(g(x)), model(x)))
+    (torch.Size([2, 128]), True)
+    """
+    check_model(model)
+    if isinstance(model, ResNet):
+        *pool, last = list(model.head)
+        return nn.Sequential(model.normalize, model.stem, model.stages, *pool), last
+    if isinstance(model, nn.Sequential):
+        layers = list(model)
+        idx = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+        if not idx or idx[-1] == 0:
+            raise ValueError("model must be an nn.Sequential with a linear layer after some feature layers")
+        i = idx[-1]
+        return nn.Sequential(*layers[:i]), nn.Sequential(*layers[i:])
+    raise TypeError(f"model must be an nn.Sequential or a robustlab ResNet to split it, got {type(model).__name__}")

@@ -60,11 +60,15 @@ def lp_norm(x: torch.Tensor, p="l2") -> torch.Tensor:
 
 
 def lp_distance(x: torch.Tensor, x2: torch.Tensor, p="l2") -> torch.Tensor:
-    """Per-sample Lp distance ``||x - x2||_p`` between two batches of the same shape: (B,)."""
+    """Per-sample Lp distance ``||x - x2||_p`` between two batches of the same shape: (B,).
+
+    Computed and returned on ``x``'s device (``x2`` is moved there), so a batch of
+    adversarial examples from a GPU model and its CPU originals can be compared.
+    """
     check_tensor(x, "x")
     check_tensor(x2, "x2")
     check_same_shape(x, x2, "x", "x2")
-    return lp_norm(x - x2, p)
+    return lp_norm(x - x2.to(x.device), p)
 
 
 def pairwise_lp_distance(x: torch.Tensor, refs: torch.Tensor, p="l2", *, chunk: int = 64, device=None) -> torch.Tensor:
