@@ -25,19 +25,26 @@ Modules (one per concept of the course map):
   partition-aggregation certificates (DPA, SS-DPA, Finite Aggregation).
 * :mod:`robustlab.influence` -- influence functions (inverse-Hessian-vector products,
   leave-one-out comparisons, the fragility study).
+* :mod:`robustlab.certificates` -- the one result type of every certifier (prediction,
+  abstain, radius in a named unit, alpha, the method's statistics), certified accuracy and
+  its plot.
+* :mod:`robustlab.stats` -- Clopper-Pearson, the binomial test, Hoeffding, the DKW band,
+  Bonferroni, the normal CDF and quantile.
+* :mod:`robustlab.votes` -- vote counts, the plurality with the lower-index tie rule, the
+  top two classes and the gap radius of the aggregation certificates.
 * :mod:`robustlab.plot` -- shared figures.
 * :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
 """
 
-from . import (attacks, certify, config, data, features, influence, models, norms, plot, poisoning, robuststats,
-               smoothing, theory, train, training, widgets)
+from . import (attacks, certificates, certify, config, data, features, influence, models, norms, plot, poisoning,
+               robuststats, smoothing, stats, theory, train, training, votes, widgets)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certify", "config", "data", "features", "influence", "models", "norms", "plot", "poisoning",
-    "robuststats", "smoothing", "theory", "train", "training", "widgets",
+    "attacks", "certificates", "certify", "config", "data", "features", "influence", "models", "norms", "plot",
+    "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
 ]
