@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Mapping
 
 import torch
@@ -1037,8 +1036,7 @@ def sample_complexity(
     >>> res.standard[-1] < res.robust[-1]
     True
     """
-    n_grid = [check_positive_int(int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) else n,
-                                 "n_grid") for n in n_grid]
+    n_grid = [check_positive_int(n, "n_grid") for n in n_grid]
     if not n_grid:
         raise ValueError("n_grid must hold at least one training-set size")
     check_positive_int(d, "d")

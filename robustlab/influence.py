@@ -70,8 +70,8 @@ import torch
 import torch.nn.functional as F
 
 from . import config
-from ._validate import (check_choice, check_finite, check_model, check_nonneg, check_positive, check_positive_int,
-                        check_tensor, check_xy)
+from ._validate import (check_choice, check_class_index, check_finite, check_model, check_nonneg, check_positive,
+                        check_positive_int, check_seed, check_tensor, check_xy)
 
 __all__ = [
     "select_parameters",
@@ -445,6 +445,7 @@ def inverse_hvp(H, v: torch.Tensor, *, method: str = "cg", damping: float = 0.0,
     check_choice(method, "method", METHODS)
     check_nonneg(damping, "damping", allow_tensor=False)
     check_positive(tol, "tol")
+    seed = check_seed(seed)
     apply, P, like = _operator(H)
     V, single = _rows(v, P, like)
     if method == "exact":
@@ -645,7 +646,8 @@ def plot_influential(train, test, result: Influences, index: int = 0, *, k: int 
     if result.scores.shape != (xte.shape[0], xtr.shape[0]):
         raise ValueError(f"result.scores has shape {tuple(result.scores.shape)}, but train and test give "
                          f"({xte.shape[0]}, {xtr.shape[0]})")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < xte.shape[0]:
+    index = check_positive_int(index, "index", allow_zero=True)
+    if index >= xte.shape[0]:
         raise ValueError(f"index must be an integer in [0, {xte.shape[0]}), got {index!r}")
     check_positive_int(k, "k")
     k = min(k, xtr.shape[0])
@@ -1002,8 +1004,12 @@ def fragility_study(data=None, *, classes=(1, 7), n_train: int = 100, n_test_poi
     if data is None:
         data = _data.load("digits")
     train, test = data
-    if not (isinstance(classes, (tuple, list)) and len(classes) == 2 and classes[0] != classes[1]):
+    if not (isinstance(classes, (tuple, list)) and len(classes) == 2):
         raise ValueError(f"classes must be two different class indices, got {classes!r}")
+    classes = tuple(check_class_index(c, "classes") for c in classes)
+    if classes[0] == classes[1]:
+        raise ValueError(f"classes must be two different class indices, got {classes!r}")
+    seed = check_seed(seed)
     check_positive_int(n_train, "n_train")
     check_positive_int(n_test_points, "n_test_points")
     check_positive_int(k, "k")

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from . import config
-from ._validate import check_choice, check_finite, check_nonneg, check_positive, check_positive_int, check_tensor
+from ._validate import (check_choice, check_finite, check_nonneg, check_positive, check_positive_int,
+                        check_real, check_seed, check_tensor)
 
 __all__ = [
     "MAD_SCALE",
@@ -86,7 +87,8 @@ def _samples(x, name: str = "x", *, ndim=(1, 2)) -> torch.Tensor:
 
 
 def _fraction(eps, name: str = "eps", *, low_open: bool = False, high: float = 1.0) -> float:
-    check_nonneg(eps, name, allow_tensor=False)
+    """A fraction of the samples in [0, high) (in (0, high) with ``low_open``)."""
+    eps = check_nonneg(eps, name, allow_tensor=False)
     if (low_open and eps <= 0) or eps >= high:
         lo = "0 <" if low_open else "0 <="
         raise ValueError(f"{name} must satisfy {lo} {name} < {high}, got {eps}")
@@ -94,17 +96,11 @@ def _fraction(eps, name: str = "eps", *, low_open: bool = False, high: float = 1
 
 
 def _real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
+    return float(check_real(value, name))
 
 
 def _generator(seed) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 # --------------------------------------------------------------------------- 1-D estimators
