@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 from numbers import Real
 from typing import Callable, NamedTuple
@@ -1072,12 +1070,9 @@ def _build_base(arch: str, dataset: str, width: int | None):
 
 
 def _ensemble_cache_path(train, settings: dict):
-    from .train import _hash_tensor
+    from . import cache
 
-    h = hashlib.sha256(json.dumps({"kind": "partition-ensemble", "format": 1, **settings}, sort_keys=True).encode())
-    for t in train:
-        _hash_tensor(h, t)
-    return config.cache_dir() / "ensembles" / f"{h.hexdigest()[:32]}.pt"
+    return cache.entry("ensembles", {"kind": "partition-ensemble", "format": 1, **settings}, *train)
 
 
 def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | None = None, width: int | None = 2,
@@ -1125,8 +1120,10 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
         settings["augment"] = [augment] if isinstance(augment, str) else list(augment)
     path = _ensemble_cache_path((x, y), settings) if cache else None
     base = _build_base(arch, meta.name, width)
-    if path is not None and path.exists():
-        blob = torch.load(path, map_location=device, weights_only=True)
+    from . import cache
+
+    blob = cache.load(path, map_location=device) if path is not None else None
+    if blob is not None:
         template = base(0).to("meta")
         return PartitionEnsemble(template, blob["params"], blob["buffers"], k=k, d=d, seed=seed,
                                  n_classes=meta.n_classes, history=blob["history"])
@@ -1136,11 +1133,8 @@ def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | Non
         (x, y), assignment, k * d, base=base, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         augment=augment, device=device, progress=progress, desc=f"{kind}: training {k * d} base models")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"params": {n: p.cpu() for n, p in params.items()},
-                    "buffers": {n: b.cpu() for n, b in buffers.items()}, "history": history}, tmp)
-        tmp.replace(path)
+        cache.store(path, {"params": {n: p.cpu() for n, p in params.items()},
+                           "buffers": {n: b.cpu() for n, b in buffers.items()}, "history": history})
     return PartitionEnsemble(template, params, buffers, k=k, d=d, seed=seed, n_classes=meta.n_classes,
                              history=history)
 

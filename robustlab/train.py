@@ -9,23 +9,27 @@ them instantly: run a chapter once before class and it starts fast in the lectur
 
 The loss is pluggable: ``loss_fn(model, x, y) -> (loss, logits)``. The default,
 :func:`cross_entropy_loss`, is standard training; adversarial training plugs an attack
-in here.
+in here. A loss whose settings change during training (an eps that ramps up) declares
+``wants_step = True`` and is called ``loss_fn(model, x, y, step=TrainingStep(...))``:
+``fit`` tells it which batch of the run it is on, and :func:`ramp` is the one linear
+schedule such losses share. The cache is :mod:`robustlab.cache`.
+
+Every function here that returns tensors returns them on the device of its input batch
+``x`` (the rule of :mod:`robustlab.models`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
-import os
 import time
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from . import cache as _cache
 from . import config
 from . import data as _data
 from . import models as _models
@@ -34,6 +38,8 @@ from ._validate import check_choice, check_images, check_model, check_positive, 
 __all__ = [
     "History",
     "Trained",
+    "TrainingStep",
+    "ramp",
     "cross_entropy_loss",
     "fit",
     "evaluate",
@@ -99,6 +105,59 @@ class Trained(NamedTuple):
     history: History
 
 
+class TrainingStep(NamedTuple):
+    """Where a training run is: what :func:`fit` passes to a loss that declares ``wants_step = True``.
+
+    ``index`` counts the batches of the run from 0 (``epoch * batches_per_epoch +
+    batch``); ``total`` is ``epochs * batches_per_epoch``.
+    """
+
+    index: int
+    epoch: int
+    batch: int
+    batches_per_epoch: int
+    total: int
+
+
+def ramp(step, length: int, *, delay: int = 0) -> float:
+    r"""The linear ramp shared by every schedule of a training run: a fraction in [0, 1].
+
+    .. math:: t(s) = \begin{cases} 0 & s < \text{delay} \\
+              \min\big(1, (s - \text{delay} + 1) / \text{length}\big) & \text{otherwise} \end{cases}
+
+    and :math:`t = 1` after the delay when ``length`` is 0 (no ramp). ``step`` is a batch
+    index counted from 0 or a :class:`TrainingStep`; ``None`` (a call outside ``fit``)
+    means the ramp is over. A ramped eps is ``eps * ramp(step, length)``: batch ``s`` of
+    the ramp trains at ``eps * (s + 1) / length``, so no batch trains at 0 unless
+    delayed.
+
+    Examples
+    --------
+    >>> [ramp(s, 4) for s in range(5)]
+    [0.25, 0.5, 0.75, 1.0, 1.0]
+    >>> [ramp(s, 2, delay=2) for s in range(5)]
+    [0.0, 0.0, 0.5, 1.0, 1.0]
+    >>> ramp(None, 4), ramp(0, 0)
+    (1.0, 1.0)
+    """
+    check_positive_int(length, "length", allow_zero=True)
+    check_positive_int(delay, "delay", allow_zero=True)
+    if step is None:
+        return 1.0
+    if isinstance(step, TrainingStep):
+        step = step.index
+    check_positive_int(step, "step", allow_zero=True)
+    if step < delay:
+        return 0.0
+    if length == 0:
+        return 1.0
+    return min(1.0, (step - delay + 1) / length)
+
+
+def _wants_step(loss_fn) -> bool:
+    return bool(getattr(loss_fn, "wants_step", False))
+
+
 def cross_entropy_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
     """Standard training: the mean cross-entropy of the model's logits on ``(x, y)``.
 
@@ -156,6 +215,10 @@ def fit(
         Seeds the shuffling (and anything random inside ``loss_fn``).
     loss_fn : callable, optional
         ``loss_fn(model, x, y) -> (loss, logits)``; defaults to :func:`cross_entropy_loss`.
+        A loss with ``wants_step = True`` (an attribute of the function or object) is
+        called ``loss_fn(model, x, y, step=TrainingStep(...))`` instead, with the batch
+        of the run (counted from 0 over all epochs), so a schedule such as an eps ramp
+        is a function of the step (:func:`ramp`) rather than of a call counter.
     eval_data : Split or (x, y), optional
         Accuracy on it is recorded after every epoch.
     progress : bool, optional
@@ -214,15 +277,17 @@ def fit(
     path = None
     if cache:
         path = _cache_path(model, (x, y), eval_data, settings)
-        hist = _cache_load(model, path)
-        if hist is not None:
-            return hist
+        blob = _cache.load(path, map_location=_models.device_of(model))
+        if blob is not None:
+            model.load_state_dict(blob["state_dict"])
+            return History(**blob["history"], from_cache=True)
 
     hist = _fit_loop(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                      weight_decay=weight_decay, seed=seed, loss_fn=loss_fn, eval_data=eval_data,
                      progress=config.progress_enabled(progress), desc=desc, schedule=schedule, callbacks=callbacks)
     if path is not None:
-        _cache_store(model, hist, path, settings)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _cache.store(path, {"state_dict": state, "history": hist.as_dict(), "settings": settings})
     return hist
 
 
@@ -248,6 +313,7 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n_batches = math.ceil(n / batch_size)
+    with_step = _wants_step(loss_fn)
     hist = History()
     was_training = model.training
     bar = config.progress_bar(epochs * n_batches, desc, progress)
@@ -259,13 +325,15 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             for i in range(0, n, batch_size):
+                step = TrainingStep(epoch * n_batches + i // batch_size, epoch, i // batch_size, n_batches,
+                                    epochs * n_batches)
                 if schedule != "constant":
-                    factor = _lr_factor(schedule, epoch * n_batches + i // batch_size, epochs * n_batches)
+                    factor = _lr_factor(schedule, step.index, step.total)
                     for group in opt.param_groups:
                         group["lr"] = lr * factor
                 idx = perm[i:i + batch_size]
                 xb, yb = x[idx], y[idx]
-                loss, logits = loss_fn(model, xb, yb)
+                loss, logits = loss_fn(model, xb, yb, step=step) if with_step else loss_fn(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -293,27 +361,23 @@ def _fit_loop(model, x, y, *, epochs, lr, batch_size, optimizer, weight_decay, s
 
 @torch.no_grad()
 def _batched(model: torch.nn.Module, x: torch.Tensor, batch_size: int, head) -> torch.Tensor:
-    """``head(model(batch))`` over ``x`` in batches, in eval mode (restored), on the CPU."""
+    """``head(model(batch))`` over ``x`` in batches, in eval mode (restored), on ``x``'s device."""
     check_model(model)
     check_images(x, "x")
     check_positive_int(batch_size, "batch_size")
-    device = _models.device_of(model)
-    was_training = model.training
-    model.eval()
-    try:
-        out = [head(model(x[i:i + batch_size].to(device))).cpu() for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was_training)
+    with _models.eval_mode(model):
+        out = [_models.to_input(x, head(model(_models.to_model(model, x[i:i + batch_size]))))
+               for i in range(0, x.shape[0], batch_size)]
     return torch.cat(out)
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted class indices (B,) of ``x`` in [0, 1], in eval mode, returned on the CPU."""
+    """Predicted class indices (B,) of ``x`` in [0, 1], in eval mode, returned on ``x``'s device."""
     return _batched(model, x, batch_size, lambda logits: logits.argmax(1))
 
 
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Softmax probabilities (B, K) of ``x`` in [0, 1], in eval mode, returned on the CPU.
+    """Softmax probabilities (B, K) of ``x`` in [0, 1], in eval mode, returned on ``x``'s device.
 
     ``predict_proba(model, x).amax(1)`` is the model's confidence in its prediction.
     """
@@ -323,7 +387,8 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 1024) -> float:
     """Accuracy of ``model`` on ``data = (x, y)``, in eval mode (the mode is restored)."""
     x, y = check_xy(data, "data")
-    return float((predict(model, x, batch_size=batch_size) == y.cpu()).float().mean())
+    pred = predict(model, x, batch_size=batch_size)
+    return float((pred == y.to(pred.device)).float().mean())
 
 
 def trained_model(
@@ -371,10 +436,7 @@ def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
 
 
-def _hash_tensor(h, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+_hash_tensor = _cache.hash_tensor  # the one tensor hash (robustlab.cache); kept for older imports
 
 
 def _cache_path(model, train, eval_data, settings):
@@ -382,29 +444,5 @@ def _cache_path(model, train, eval_data, settings):
         if "<lambda>" in what or "<locals>" in what or " object at 0x" in what:
             raise ValueError("cache=True needs loss_fn and callbacks to be module-level functions or objects with a "
                              f"descriptive repr (lambdas and local functions have no stable name), got {what}")
-    h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "model": repr(model), **settings}, sort_keys=True).encode())
-    for t in model.state_dict().values():
-        _hash_tensor(h, t)
-    for t in train:
-        _hash_tensor(h, t)
-    if eval_data is not None:
-        for t in eval_data:
-            _hash_tensor(h, t)
-    return config.cache_dir() / "models" / f"{h.hexdigest()[:32]}.pt"
-
-
-def _cache_load(model, path):
-    if not path.exists():
-        return None
-    blob = torch.load(path, map_location=_models.device_of(model), weights_only=True)
-    model.load_state_dict(blob["state_dict"])
-    return History(**blob["history"], from_cache=True)
-
-
-def _cache_store(model, hist, path, settings):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "history": hist.as_dict(), "settings": settings}, tmp)
-    os.replace(tmp, path)
+    tensors = [*model.state_dict().values(), *train, *(eval_data if eval_data is not None else ())]
+    return _cache.entry("models", {"format": CACHE_FORMAT, "model": repr(model), **settings}, *tensors)

@@ -20,7 +20,10 @@ Every method here is a loss object usable as ``fit(model, train, loss_fn=...)``:
 * :class:`GaussianNoiseLoss` -- Gaussian data augmentation (Cohen, Rosenfeld and Kolter, 2019).
 
 They are small frozen dataclasses whose ``repr`` lists every setting, so ``fit(...,
-cache=True)`` keys the disk cache on them. :class:`CatastrophicOverfittingGuard` is an
+cache=True)`` keys the disk cache on them. They hold no state: a loss with an eps ramp
+declares ``wants_step = True`` and ``fit`` passes it the batch of the run
+(:class:`robustlab.train.TrainingStep`), from which the radius follows by the shared
+schedule :func:`robustlab.train.ramp`; the same object can train any number of runs. :class:`CatastrophicOverfittingGuard` is an
 epoch callback that watches the PGD accuracy of a fixed training batch and rolls the model
 back when fast FGSM training collapses. :func:`adversarial_training` puts the pieces
 together, and :func:`robust_model` is the cached, profile-driven robust model the chapters
@@ -36,13 +39,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 from . import attacks as _attacks
+from . import cache as _cache
 from . import config
 from . import data as _data
 from . import models as _models
@@ -86,29 +89,15 @@ def _check_eps_ramp(ramp) -> int:
 
 
 class _Ramp:
-    """The linear eps ramp shared by the loss objects: a call counter outside the repr."""
+    """The eps ramp of the loss objects: a function of the training step that ``fit`` passes."""
 
-    def _ramp_eps(self) -> float:
-        """The radius of the next batch, and advance the counter by one batch."""
-        eps = self.current_eps
-        self._calls[0] += 1
-        return eps
+    wants_step = True  # fit calls loss_fn(model, x, y, step=TrainingStep(...))
 
-    @property
-    def current_eps(self) -> float:
-        """The radius the next training batch will use (``eps`` once the ramp is over)."""
-        k = self._calls[0]
-        if self.ramp <= 0 or k >= self.ramp:
-            return float(self.eps)
-        return float(self.eps) * (k + 1) / self.ramp
-
-    def reset(self) -> None:
-        """Restart the eps ramp (a new training run with the same loss object)."""
-        self._calls[0] = 0
-
-
-def _counter():
-    return [0]
+    def eps_at(self, step=None) -> float:
+        """The radius of training batch ``step`` (a :class:`robustlab.train.TrainingStep` or a
+        batch index from 0): ``eps * ramp(step, self.ramp)``; ``None`` (a call outside
+        ``fit``) gives ``eps``."""
+        return float(self.eps) * _train.ramp(step, self.ramp)
 
 
 # --------------------------------------------------------------------------- losses
@@ -138,11 +127,12 @@ class PGDLoss(_Ramp):
         Start PGD from a uniform point of the ball (as Madry et al. do).
     ramp : int
         Number of training batches over which the radius grows linearly from ``eps/ramp``
-        to ``eps`` (0: no ramp). The object counts its own calls; :meth:`reset` restarts it.
+        to ``eps`` (0: no ramp): batch ``s`` of the run trains at :meth:`eps_at` ``(s)``,
+        ``s`` coming from ``fit``. Called outside ``fit`` (no ``step``), the loss is at ``eps``.
 
     Notes
     -----
-    Called as ``loss_fn(model, x, y)`` it returns ``(loss, logits)``: the scalar mean loss
+    Called as ``loss_fn(model, x, y, step=None)`` it returns ``(loss, logits)``: the scalar mean loss
     and the logits of the adversarial batch, so ``fit``'s training accuracy is the robust
     accuracy on the training batches.
 
@@ -165,7 +155,6 @@ class PGDLoss(_Ramp):
     step_size: float | None = None
     random_start: bool = True
     ramp: int = 0
-    _calls: list = dataclasses.field(default_factory=_counter, repr=False, compare=False)
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
@@ -177,8 +166,8 @@ class PGDLoss(_Ramp):
             raise TypeError(f"random_start must be True or False, got {type(self.random_start).__name__}")
         _check_eps_ramp(self.ramp)
 
-    def __call__(self, model, x, y):
-        eps = self._ramp_eps()
+    def __call__(self, model, x, y, step=None):
+        eps = self.eps_at(step)
         if eps > 0:
             x = _attacks.pgd(model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
                              random_start=self.random_start)
@@ -231,7 +220,6 @@ class FastFGSMLoss(_Ramp):
     alpha: float | None = None
     random_start: bool = True
     ramp: int = 0
-    _calls: list = dataclasses.field(default_factory=_counter, repr=False, compare=False)
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
@@ -247,8 +235,8 @@ class FastFGSMLoss(_Ramp):
             return 1.25 * eps
         return float(self.alpha) if self.eps == 0 else float(self.alpha) * eps / float(self.eps)
 
-    def __call__(self, model, x, y):
-        eps = self._ramp_eps()
+    def __call__(self, model, x, y, step=None):
+        eps = self.eps_at(step)
         if eps > 0:
             x = fast_fgsm_example(model, x, y, eps=eps, alpha=self.step_for(eps), random_start=self.random_start)
         logits = model(x)
@@ -259,7 +247,7 @@ def fast_fgsm_example(model, x, y, *, eps: float, alpha: float, random_start: bo
     """The adversarial input of :class:`FastFGSMLoss`: random start (or ``x`` itself), one
     signed step of size ``alpha``, projection onto the Linf ball around ``x``, clamp to [0, 1]."""
     x = x.detach()
-    with _attacks.eval_mode(model):
+    with _models.eval_mode(model):
         x0 = (x + (torch.rand_like(x) * 2 - 1) * eps).clamp(0.0, 1.0) if random_start else x
         grad = _attacks.input_gradient(model, x0, y)
     x_adv = x0 + alpha * grad.sign()
@@ -307,7 +295,7 @@ class TradesLoss(_Ramp):
 
     Notes
     -----
-    Called as ``loss_fn(model, x, y)`` it returns ``(loss, logits)`` with the logits of the
+    Called as ``loss_fn(model, x, y, step=None)`` it returns ``(loss, logits)`` with the logits of the
     *clean* batch (``fit``'s training accuracy is then the clean accuracy).
 
     Examples
@@ -325,7 +313,6 @@ class TradesLoss(_Ramp):
     steps: int = 10
     step_size: float | None = None
     ramp: int = 0
-    _calls: list = dataclasses.field(default_factory=_counter, repr=False, compare=False)
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
@@ -339,7 +326,7 @@ class TradesLoss(_Ramp):
         """The inner maximiser ``x'`` of the KL term at radius ``eps``."""
         x = x.detach()
         step = 2.5 * eps / self.steps if self.step_size is None else float(self.step_size)
-        with _attacks.eval_mode(model):
+        with _models.eval_mode(model):
             with torch.no_grad():
                 logits_x = model(x)
             x_adv = (x + 0.001 * torch.randn_like(x)).clamp(0.0, 1.0)
@@ -353,8 +340,8 @@ class TradesLoss(_Ramp):
                 x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
         return x_adv.detach()
 
-    def __call__(self, model, x, y):
-        eps = self._ramp_eps()
+    def __call__(self, model, x, y, step=None):
+        eps = self.eps_at(step)
         x_adv = self.adversarial_example(model, x, eps)
         logits = model(x)
         loss = F.cross_entropy(logits, y) + float(self.beta) * _kl(logits, model(x_adv))
@@ -413,13 +400,6 @@ class GaussianNoiseLoss:
 
 
 # --------------------------------------------------------------------------- the guard
-
-
-def _fingerprint(*tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        _train._hash_tensor(h, t)
-    return h.hexdigest()[:12]
 
 
 class CatastrophicOverfittingGuard:
@@ -513,7 +493,7 @@ class CatastrophicOverfittingGuard:
         self.x, self.y = x.detach().cpu(), y.detach().cpu()
         self.eps, self.steps, self.drop, self.floor, self.seed = eps, steps, drop, floor, seed
         self.max_gap, self.warmup = max_gap, warmup
-        self._batch_id = _fingerprint(self.x, self.y)
+        self._batch_id = _cache.fingerprint(self.x, self.y)
         self._reset()
 
     def _reset(self):

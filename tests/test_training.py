@@ -136,18 +136,68 @@ def test_fast_fgsm_step_defaults_to_one_and_a_quarter_eps():
     assert FastFGSMLoss(eps=0.2, alpha=0.4).step_for(0.1) == pytest.approx(0.2), "alpha scales with a ramped eps"
 
 
-def test_eps_ramp_grows_linearly_per_batch_and_resets():
-    loss = PGDLoss(eps=0.3, ramp=3)
+def _old_counter_eps(eps, ramp, k):
+    """The radius the former call-counting ramp gave its k-th call (0-based)."""
+    if ramp <= 0 or k >= ramp:
+        return float(eps)
+    return float(eps) * (k + 1) / ramp
+
+
+@pytest.mark.parametrize("make", [lambda r: PGDLoss(eps=0.3, ramp=r), lambda r: FastFGSMLoss(eps=0.2, ramp=r),
+                                  lambda r: TradesLoss(eps=0.22000000000000003, ramp=r)])
+@pytest.mark.parametrize("ramp", [0, 3, 115, 230])
+def test_eps_ramp_per_step_equals_the_former_call_counter(make, ramp):
+    loss = make(ramp)
+    assert loss.wants_step
+    for k in range(ramp + 5):
+        new, old = loss.eps_at(k), _old_counter_eps(loss.eps, ramp, k)
+        assert new == pytest.approx(old, rel=1e-15, abs=0)
+        # the training tensors are float32: there the two are the same number
+        assert torch.tensor(new, dtype=torch.float32) == torch.tensor(old, dtype=torch.float32)
+    assert loss.eps_at(None) == loss.eps, "a call outside fit is at the full radius"
+    assert loss.eps_at(rl.train.TrainingStep(1, 0, 1, 10, 10)) == loss.eps_at(1)
+
+
+def test_fit_passes_the_step_and_the_ramp_restarts_with_every_run():
     seen = []
+
+    class Recording(PGDLoss):
+        def __call__(self, model, x, y, step=None):
+            seen.append((step, self.eps_at(step)))
+            return super().__call__(model, x, y, step=step)
+
+    loss = Recording(eps=0.3, steps=1, ramp=3)
     model = rl.models.build("mlp", "digits", width=1)
-    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
-    for _ in range(5):
-        seen.append(loss.current_eps)
-        loss(model, x, y)
-    assert seen == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
-    loss.reset()
-    assert loss.current_eps == pytest.approx(0.1)
-    assert repr(loss) == "PGDLoss(eps=0.3, norm='linf', steps=10, step_size=None, random_start=True, ramp=3)"
+    data = (torch.rand(10, 1, 8, 8), torch.arange(10))
+    for _ in range(2):  # the same object trains two runs; each starts its ramp from batch 0
+        seen.clear()
+        rl.train.fit(model, data, epochs=2, batch_size=4, progress=False, loss_fn=loss)
+        assert [s.index for s, _ in seen] == list(range(6))
+        assert [(s.epoch, s.batch) for s, _ in seen] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+        assert {(s.batches_per_epoch, s.total) for s, _ in seen} == {(3, 6)}
+        assert [e for _, e in seen] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3, 0.3])
+    assert repr(loss).endswith("(eps=0.3, norm='linf', steps=1, step_size=None, random_start=True, ramp=3)")
+
+
+def test_ibp_schedule_is_the_shared_ramp_with_a_delay():
+    loss = rl.certify.bounds.IBPLoss(eps=0.2, kappa=0.5, warmup=2, ramp=4)
+    assert loss.wants_step
+    old = []  # the former counter's formula
+    for k in range(8):
+        t = 0.0 if k < 2 else min(1.0, (k - 2 + 1) / 4)
+        old.append((0.0, 1.0) if k < 2 else (0.2 * t, 1.0 - 0.5 * t))
+    assert [loss.schedule(k) for k in range(8)] == old  # bit for bit
+    assert loss.schedule(None) == (0.2, 0.5)
+    assert rl.certify.bounds.IBPLoss(eps=0.2, warmup=0, ramp=0).schedule(0) == (0.2, 0.5)
+
+
+def test_ramp_checks_its_arguments():
+    with pytest.raises(ValueError, match="length"):
+        rl.train.ramp(0, -1)
+    with pytest.raises(ValueError, match="delay"):
+        rl.train.ramp(0, 2, delay=-1)
+    with pytest.raises((ValueError, TypeError), match="step"):
+        rl.train.ramp(-1, 2)
 
 
 # --------------------------------------------------------------------------- modes and parameters

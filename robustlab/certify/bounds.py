@@ -910,10 +910,6 @@ def _worst_case_logits(margin_lower: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return (-margin_lower).masked_fill(F.one_hot(y, margin_lower.shape[1]).bool(), 0.0)
 
 
-def _counter():
-    return [0]
-
-
 @dataclasses.dataclass(frozen=True)
 class IBPLoss:
     r"""Certified training with interval bounds (Gowal et al., 2018).
@@ -938,8 +934,9 @@ class IBPLoss:
     kappa : float
         Final weight of the clean loss, in [0, 1] (Gowal et al.: 0.5).
     warmup, ramp : int
-        Numbers of training batches of the two phases. The object counts its calls;
-        :meth:`reset` restarts the schedule.
+        Numbers of training batches of the two phases. :func:`robustlab.train.fit` passes
+        the batch of the run (``wants_step``), so the object holds no state; called
+        outside ``fit`` (no ``step``), the loss is at the final ``(eps, kappa)``.
 
     Examples
     --------
@@ -956,7 +953,7 @@ class IBPLoss:
     kappa: float = 0.5
     warmup: int = 0
     ramp: int = 0
-    _calls: list = dataclasses.field(default_factory=_counter, repr=False, compare=False)
+    wants_step = True  # fit calls loss_fn(model, x, y, step=TrainingStep(...))
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
@@ -965,25 +962,15 @@ class IBPLoss:
         check_positive_int(self.warmup, "warmup", allow_zero=True)
         check_positive_int(self.ramp, "ramp", allow_zero=True)
 
-    def schedule(self, step: int) -> tuple:
-        """``(eps, kappa)`` of training batch ``step`` (counted from 0)."""
-        if step < self.warmup:
-            return 0.0, 1.0
-        t = 1.0 if self.ramp == 0 else min(1.0, (step - self.warmup + 1) / self.ramp)
+    def schedule(self, step=None) -> tuple:
+        """``(eps, kappa)`` of training batch ``step`` (counted from 0, or a
+        :class:`robustlab.train.TrainingStep`; ``None``: after the ramp), by the shared
+        schedule :func:`robustlab.train.ramp` with a delay of ``warmup`` batches."""
+        t = _train.ramp(step, self.ramp, delay=self.warmup)
         return float(self.eps) * t, 1.0 - (1.0 - float(self.kappa)) * t
 
-    @property
-    def current(self) -> tuple:
-        """``(eps, kappa)`` of the next batch."""
-        return self.schedule(self._calls[0])
-
-    def reset(self) -> None:
-        """Restart the warm-up and the ramp (a new training run with the same object)."""
-        self._calls[0] = 0
-
-    def __call__(self, model, x, y):
-        eps, kappa = self.current
-        self._calls[0] += 1
+    def __call__(self, model, x, y, step=None):
+        eps, kappa = self.schedule(step)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         if kappa < 1.0:
