@@ -8,6 +8,7 @@ import math
 import torch
 
 from .. import features as _features
+from ..features.tradeoff import _check_p
 from .._validate import check_nonneg, check_positive, check_positive_int
 from ._live import live
 
@@ -62,7 +63,7 @@ class TradeoffExplorer:
 
     def __init__(self, d: int = 100, p: float = 0.9, eta: float | None = None, *, n_mix: int = 41):
         self.d = check_positive_int(d, "d")
-        self.p = _features._check_p(p)
+        self.p = _check_p(p)
         self.eta = 3.0 / math.sqrt(d) if eta is None else float(check_positive(eta, "eta"))
         check_positive_int(n_mix, "n_mix")
         if n_mix < 2:
@@ -92,7 +93,7 @@ class TradeoffExplorer:
         """
         check_nonneg(eps, "eps", allow_tensor=False)
         eta = self.eta if eta is None else float(check_positive(eta, "eta"))
-        p = self.p if p is None else _features._check_p(p)
+        p = self.p if p is None else _check_p(p)
         d = self.d if d is None else check_positive_int(d, "d")
         eps = float(eps)
         lam = torch.linspace(0.0, 1.0, self.n_mix, dtype=torch.float64)
