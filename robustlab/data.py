@@ -16,13 +16,14 @@ separable points in the unit square, and two concentric spheres.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from . import config
-from ._validate import check_choice, check_positive, check_positive_int
+from ._validate import check_choice, check_positive, check_positive_int, check_seed
 
 __all__ = [
     "Split",
@@ -133,7 +134,7 @@ def subset(split: Split, n: int, *, seed: int = 0) -> Split:
     total = split.x.shape[0]
     if n >= total:
         return split
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     idx = torch.randperm(total, generator=g)[:n].sort().values
     return Split(split.x[idx], split.y[idx])
 
@@ -155,10 +156,11 @@ def shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"x must be a batch of images of shape (B, C, H, W), got shape {tuple(x.shape)}")
     for value, name, size in ((dy, "dy", x.shape[2]), (dx, "dx", x.shape[3])):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
             raise TypeError(f"{name} must be an integer number of pixels, got {type(value).__name__}")
         if abs(value) >= size:
             raise ValueError(f"{name} must be smaller than the image ({size} pixels) in absolute value, got {value}")
+    dy, dx = int(dy), int(dx)
     h, w = x.shape[2], x.shape[3]
     out = torch.zeros_like(x)
     out[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
@@ -219,7 +221,7 @@ def gaussian_mixture(n: int, d: int, *, mu_norm: float = 1.0, sigma: float = 1.0
     check_positive(sigma, "sigma")
     if mu_norm < 0:
         raise ValueError(f"mu_norm must be >= 0, got {mu_norm}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     y = torch.randint(0, 2, (n,), generator=g)
     theta = torch.full((d,), mu_norm / math.sqrt(d))
     x = (2 * y - 1).float()[:, None] * theta + sigma * torch.randn(n, d, generator=g)
@@ -235,7 +237,7 @@ def linearly_separable(n: int, *, margin: float = 0.1, seed: int = 0) -> Split:
     check_positive_int(n, "n")
     if not 0 <= margin < 0.5:
         raise ValueError(f"margin must be in [0, 0.5), got {margin}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     angle = torch.rand((), generator=g) * 2 * math.pi
     w = torch.stack([torch.cos(angle), torch.sin(angle)])
     points = []
@@ -259,7 +261,7 @@ def concentric_spheres(n: int, d: int, *, r_inner: float = 1.0, r_outer: float =
     check_positive(r_outer, "r_outer")
     if r_outer <= r_inner:
         raise ValueError(f"r_outer must exceed r_inner, got r_inner={r_inner}, r_outer={r_outer}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(n, d, generator=g)
     z = z / z.norm(dim=1, keepdim=True)
     y = torch.zeros(n, dtype=torch.int64)

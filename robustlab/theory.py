@@ -47,7 +47,8 @@ from . import config
 from . import data as _data
 from . import models as _models
 from . import train as _train
-from ._validate import check_finite, check_labels, check_model, check_positive, check_positive_int, check_tensor
+from ._validate import (check_finite, check_labels, check_model, check_positive, check_positive_int, check_probability,
+                        check_seed, check_tensor)
 
 __all__ = [
     "sample_sphere",
@@ -140,7 +141,7 @@ def sample_sphere(n: int, d: int, *, radius: float = 1.0, seed: int = 0, dtype=t
     check_positive_int(n, "n")
     check_positive_int(d, "d")
     check_positive(radius, "radius")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(n, d, generator=g, dtype=torch.float64)
     return (radius * z / z.norm(dim=1, keepdim=True)).to(dtype)
 
@@ -557,7 +558,7 @@ def sphere_model(d: int, *, width: int = 256, depth: int = 2, box: float = 1.3, 
     check_positive_int(width, "width")
     check_positive_int(depth, "depth")
     check_positive(box, "box")
-    torch.manual_seed(seed)
+    torch.manual_seed(check_seed(seed))
     layers: list[nn.Module] = [_models.Normalize((0.5,), (1.0 / (2.0 * box),))]
     width_in = d
     for _ in range(depth):
@@ -656,7 +657,7 @@ def nearest_error_on_sphere(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     if float(radius.max()) > box * (1 + 1e-6):
         raise ValueError(f"every point of x must have norm <= box={box}, got {float(radius.max()):.4g}")
     xhat = x / radius
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(check_seed(seed))
     from .attacks import attack_objective, eval_mode
 
     def logits_at(points):
@@ -832,8 +833,8 @@ def adversarial_spheres(d_values=(8, 32, 128), *, n_train: int = 2000, r_inner: 
     check_positive(r_outer, "r_outer")
     if r_outer <= r_inner:
         raise ValueError(f"r_outer must exceed r_inner, got r_inner={r_inner}, r_outer={r_outer}")
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    alpha = check_probability(alpha, "alpha")
+    seed = check_seed(seed)
     box = float(r_outer)
     rows = []
     bar = config.progress_bar(len(d_values), "adversarial spheres", config.progress_enabled(progress), unit="dim")

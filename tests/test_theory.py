@@ -317,7 +317,7 @@ def test_arguments_are_checked():
                                        torch.tensor([0.0]), box=1.3)
     with pytest.raises(ValueError, match="mu must be in"):
         theory.concentration([3], [0.1], mu=0.0)
-    with pytest.raises(ValueError, match="alpha must be in"):
+    with pytest.raises(ValueError, match=r"alpha must be a probability in \(0, 1\)"):
         theory.adversarial_spheres([4], alpha=1.5)
     with pytest.raises(ValueError, match="x must lie in the cube"):
         theory.to_unit_box(torch.tensor([[2.0]]), 1.3)

@@ -58,7 +58,7 @@ def test_widget_builds_and_redraws(explorer, monkeypatch):
 def test_arguments_are_checked(explorer):
     with pytest.raises(ValueError, match="d must be an integer >= 2"):
         explorer.update(1)
-    with pytest.raises(ValueError, match="mu must be in"):
+    with pytest.raises(ValueError, match=r"mu must be a probability in \(0, 1\)"):
         explorer.update(10, mu=0.0)
     with pytest.raises(ValueError, match="eps must be >= 0"):
         explorer.update(10, eps=-0.1)

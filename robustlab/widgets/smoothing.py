@@ -8,7 +8,8 @@ from numbers import Real
 import numpy as np
 import torch  # noqa: F401  (the doctest uses it)
 
-from .._validate import check_images, check_labels, check_model, check_positive, check_positive_int
+from .._validate import (check_images, check_labels, check_model, check_positive, check_positive_int, check_probability,
+                         check_seed)
 from ..smoothing import gaussian as _gaussian
 from ._live import live
 
@@ -64,9 +65,8 @@ class SmoothingExplorer:
         self.x = check_images(x, "x").detach().cpu()
         self.y = check_labels(y, "y", batch_size=self.x.shape[0]).cpu()
         self.n0 = check_positive_int(n0, "n0")
-        _gaussian._check_alpha(alpha)
-        self.alpha = float(alpha)
-        self.seed = check_positive_int(seed, "seed", allow_zero=True)
+        self.alpha = check_probability(alpha, "alpha")
+        self.seed = check_seed(seed)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self._cache: dict = {}
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .. import theory as _theory
-from .._validate import check_positive_int
+from .._validate import check_nonneg, check_positive_int, check_probability, check_seed
 from ._live import live
 
 __all__ = ["ConcentrationExplorer"]
@@ -44,7 +44,7 @@ class ConcentrationExplorer:
 
     def __init__(self, *, n: int = 2000, seed: int = 0):
         check_positive_int(n, "n")
-        check_positive_int(seed, "seed", allow_zero=True)
+        check_seed(seed)
         self.n, self.seed = n, seed
         self._samples: dict = {}
 
@@ -59,10 +59,8 @@ class ConcentrationExplorer:
         check_positive_int(d, "d")
         if d < 2:
             raise ValueError(f"d must be an integer >= 2 (the sphere S^(d-1) in R^d), got {d}")
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 < mu < 1:
-            raise ValueError(f"mu must be in (0, 1), got {mu!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        mu = check_probability(mu, "mu")
+        eps = float(check_nonneg(eps, "eps", allow_tensor=False))
         t = float(_theory.cap_height(mu, d))
         theta = math.acos(t) + 2 * math.asin(min(eps / 2, 1.0))
         t_eps = -1.0 if theta >= math.pi else math.cos(theta)

@@ -29,7 +29,7 @@ import torch
 
 from .. import data as _data
 from ..norms import lp_norm
-from .._validate import check_choice, check_nonneg, check_positive, check_positive_int
+from .._validate import check_choice, check_nonneg, check_positive, check_positive_int, check_seed
 from ._live import live
 
 __all__ = ["DeltaBallDemo", "LinearClassifier", "fit_linear", "worst_perturbation"]
@@ -161,7 +161,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.0, norm: str 
     check_positive(lr, "lr")
     x, ypm = x.detach().double(), 2.0 * y.detach().double() - 1.0
     n = x.shape[0]
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     theta = torch.cat([0.01 * torch.randn(x.shape[1], generator=g, dtype=torch.float64),
                        torch.zeros(1, dtype=torch.float64)])
     # Adam, written out: 2-D problems are too small for autograd's per-step overhead.
