@@ -181,15 +181,36 @@ def test_an_input_that_pgd_breaks_is_never_certified(standard_mlp):
 
 def test_certificate_fields_follow_the_contract(standard_mlp):
     model, (x, y) = standard_mlp
-    cert = B.certify(model, x, y, 0.05, "dual")
-    assert cert.method == "dual" and cert.norm == "linf" and cert.eps == 0.05
-    assert torch.equal(cert.prediction[cert.certified], y[cert.certified])
-    assert (cert.prediction[~cert.certified] == B.ABSTAIN).all()
-    assert torch.equal(cert.radius, torch.where(cert.certified, 0.05, 0.0))
-    assert (cert.margin_lower.gather(1, y[:, None]) == 0).all()
+    pred = rl.train.predict(model, x)
+    for method, eps in (("ibp", 0.01), ("dual", 0.05)):
+        cert = B.certify(model, x, y, eps, method)
+        assert isinstance(cert, rl.certificates.Certificate)
+        assert cert.method == method and cert.unit == rl.certificates.UNITS["linf"] and cert.alpha is None
+        assert cert.eps == eps and cert.deterministic
+        # the network's own prediction everywhere: a verifier never abstains
+        assert torch.equal(cert.prediction, pred) and not cert.abstained.any()
+        assert torch.equal(cert.radius, torch.where(cert.certified, torch.tensor(eps, dtype=torch.float64), 0.0))
+        assert not (cert.certified & (pred != y)).any(), "where the network predicts another class the radius is 0"
+        assert (cert.margin_lower.gather(1, y[:, None]) == 0).all()
+        assert cert.certified.any() and not cert.certified.all(), "the test needs both verdicts"
+        assert cert.certified_accuracy(y, at=0.0) == pytest.approx(rl.train.evaluate(model, (x, y)))
+        assert cert.certified_accuracy(y, at=eps) == pytest.approx(float(cert.certified.float().mean()))
+        assert cert.certified_accuracy(y, at=eps) == B.certified_accuracy(model, (x, y), eps, method)
     clean = B.certify(model, x, None, 0.0)  # certifying the model's own predictions at eps 0
-    assert clean.certified.all() and torch.equal(clean.prediction, rl.train.predict(model, x))
-    assert B.certified_accuracy(model, (x, y), 0.0) == pytest.approx(rl.train.evaluate(model, (x, y)))
+    assert clean.certified.all() and torch.equal(clean.prediction, pred)
+
+
+@pytest.mark.parametrize("method", ["ibp", "dual", "lp"])
+def test_at_zero_radius_certified_accuracy_is_the_clean_accuracy(case, method):
+    model, x, y, _ = case
+    y = y.clone()
+    y[0] = rl.train.predict(model, x[:1])[0]  # one input certainly correct
+    for eps in (0.0, 0.03):
+        cert = B.certify(model, x, y, eps, method, progress=False)
+        assert cert.certified_accuracy(y, at=0.0) == pytest.approx(rl.train.evaluate(model, (x, y)))
+        assert torch.equal(cert.prediction, rl.train.predict(model, x))
+    assert B.certified_accuracy(model, (x, y), 0.0, method, progress=False) == pytest.approx(
+        rl.train.evaluate(model, (x, y)))
 
 
 def test_arguments_are_checked(case):
@@ -239,3 +260,72 @@ def test_ibp_training_certifies_what_standard_training_cannot(standard_mlp):
     assert certified >= 0.4, certified
     assert B.certified_accuracy(std, (x, y), eps, "ibp") <= 0.05
     assert certified <= pgd_acc, "a certified lower bound cannot exceed an attack's upper bound"
+
+
+# --------------------------------------------------------------------------- the exact MILP
+
+
+def _enumerated_minimum(model, x, y, j, eps):
+    """The exact minimum of z_y - z_j over the box by enumerating the activation patterns of
+    the unstable ReLUs: on each pattern the network is affine and its region a polytope, so
+    the minimum over a region is one LP (HiGHS, float64), and the minimum over all patterns
+    is the exact minimum. Returns the minimum and a minimizer."""
+    import itertools
+
+    import numpy as np
+    from scipy.optimize import linprog
+
+    net = B.relu_network(model, tuple(x.shape[1:]))
+    lo, hi = B.input_box(x.flatten(1).double(), eps)
+    ibp = B.interval_bounds(model, x, eps)
+    weights = [w.detach().double().numpy() for w in net.weights]
+    biases = [b.detach().double().numpy() for b in net.biases]
+    box = list(zip(lo[0].numpy(), hi[0].numpy()))
+    unstable = [np.flatnonzero((l[0].detach().numpy() < 0) & (u[0].detach().numpy() > 0))
+                for l, u in zip(ibp.lower[:-1], ibp.upper[:-1])]
+    active = [(l[0].detach().numpy() >= 0) for l in ibp.lower[:-1]]
+    n_free = sum(len(u) for u in unstable)
+    assert 4 <= n_free <= 14, n_free
+    best, best_x = np.inf, None
+    for bits in itertools.product((0, 1), repeat=n_free):
+        bits = iter(bits)
+        a_mat, a_off = np.eye(len(box)), np.zeros(len(box))  # a_k = a_mat @ x + a_off
+        rows, rhs = [], []
+        for k in range(net.depth - 1):
+            z_mat, z_off = weights[k] @ a_mat, weights[k] @ a_off + biases[k]
+            on = active[k].copy()
+            for i in unstable[k]:
+                on[i] = bool(next(bits))
+                sign = -1.0 if on[i] else 1.0  # on: z >= 0, i.e. -z <= 0; off: z <= 0
+                rows.append(sign * z_mat[i])
+                rhs.append(-sign * z_off[i])
+            a_mat, a_off = z_mat * on[:, None], z_off * on
+        c = weights[-1][y] - weights[-1][j]
+        cost, const = c @ a_mat, c @ a_off + biases[-1][y] - biases[-1][j]
+        res = linprog(cost, A_ub=np.array(rows) if rows else None, b_ub=np.array(rhs) if rows else None,
+                      bounds=box, method="highs")
+        if res.status == 0 and res.fun + const < best:
+            best, best_x = res.fun + const, res.x
+    return best, best_x
+
+
+def test_milp_margin_is_never_above_the_exact_minimum_by_enumeration():
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    model = model.double().eval()
+    torch.manual_seed(12)
+    x, eps = torch.rand(1, 6, dtype=torch.float64), 0.4  # 7 unstable ReLUs: 128 activation patterns
+    gaps = []
+    for j in (0, 2):
+        exact, x_min = _enumerated_minimum(model, x, 1, j, eps)
+        value = B.milp_margin(model, x, 1, j, eps)
+        with torch.no_grad():
+            z = model(torch.from_numpy(x_min)[None])[0]
+        reached = float(z[1] - z[j])
+        assert abs(reached - exact) < 1e-9, "the enumeration's minimizer reaches its value"
+        assert value <= reached + 1e-9, f"j = {j}: the MILP returns {value}, above a margin reached ({reached})"
+        assert value >= exact - 1e-6, f"j = {j}: the MILP value {value} is far below the exact minimum {exact}"
+        lp = float(B.margin_bounds(model, x, torch.tensor([1]), eps, "lp", bounds="ibp", progress=False)[0, j])
+        assert lp <= value + 1e-9
+        gaps.append(exact - lp)
+    assert max(gaps) > 1e-3, "the relaxation is not exact here, so the MILP's branching is exercised"

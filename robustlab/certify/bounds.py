@@ -22,7 +22,9 @@ Tedrake, 2019), NP-hard in general (Katz et al., 2017). Every method here comput
 * :func:`dual_margin_bounds` -- the closed-form bound of the dual network of Wong and
   Kolter, a batched backward pass in torch; by weak duality it is never above the LP value.
 * :func:`milp_margin` -- the exact minimum for tiny networks (``scipy.optimize.milp``).
-* :func:`certify` and :func:`certified_accuracy` -- the certificate of a batch.
+* :func:`certify` and :func:`certified_accuracy` -- the certificate of a batch, as the
+  shared :class:`robustlab.certificates.Certificate` (the network's own prediction,
+  radius ``eps`` where certified and 0 elsewhere, in ``UNITS["linf"]``).
 * :class:`IBPLoss` and :func:`ibp_trained_model` -- certified training with IBP.
 
 The networks handled are ``nn.Sequential`` stacks of an optional
@@ -47,8 +49,10 @@ from .. import config
 from .. import data as _data
 from .. import models as _models
 from .. import train as _train
+from ..certificates import UNITS, Certificate
 from .._validate import (
     check_choice,
+    check_class_index,
     check_images,
     check_labels,
     check_model,
@@ -58,7 +62,6 @@ from .._validate import (
 )
 
 __all__ = [
-    "ABSTAIN",
     "METHODS",
     "ReLUNetwork",
     "relu_network",
@@ -72,7 +75,6 @@ __all__ = [
     "dual_margin_bounds",
     "milp_margin",
     "margin_bounds",
-    "Certificate",
     "certify",
     "certified_accuracy",
     "IBPLoss",
@@ -80,7 +82,6 @@ __all__ = [
     "ibp_trained_model",
 ]
 
-ABSTAIN = -1
 METHODS = ("ibp", "lp", "dual")
 
 
@@ -668,6 +669,13 @@ def milp_margin(model: nn.Module, x: torch.Tensor, y: int, j: int, eps: float, *
     (``scipy.optimize.milp``). Exponential in the number of unstable ReLUs in the worst
     case (verification is NP-hard): for tiny networks.
 
+    The value returned is the solver's *proven* lower bound on the minimum (HiGHS's dual
+    bound, ``res.mip_dual_bound``), with the relative gap closed (``mip_rel_gap = 0``), so
+    it is never above a margin the network actually reaches (up to HiGHS's feasibility
+    tolerance, about 1e-7). The best feasible value ``res.fun`` would not do: under HiGHS's
+    default relative gap of 1e-4 it may stop at a point above the minimum, the unsafe side
+    for a verifier.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -677,7 +685,13 @@ def milp_margin(model: nn.Module, x: torch.Tensor, y: int, j: int, eps: float, *
         The label and the rival class.
     eps : float
     time_limit : float
-        Seconds for the solver; a RuntimeError if it does not reach the optimum.
+        Seconds for the solver; a RuntimeError if it does not close the gap in time.
+
+    Returns
+    -------
+    float
+        The proven lower bound on :math:`\min z_y - z_j`, equal to the minimum up to the
+        solver's tolerances.
 
     Examples
     --------
@@ -695,9 +709,8 @@ def milp_margin(model: nn.Module, x: torch.Tensor, y: int, j: int, eps: float, *
     if x_flat.shape[0] != 1:
         raise ValueError(f"x must hold one input (shape (1, ...)), got a batch of {x_flat.shape[0]}")
     n_classes = net.weights[-1].shape[0]
-    for name, v in (("y", y), ("j", j)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n_classes:
-            raise ValueError(f"{name} must be a class index in [0, {n_classes - 1}], got {v!r}")
+    y = check_class_index(y, "y", n_classes)
+    j = check_class_index(j, "j", n_classes)
     lo0, hi0 = input_box(x_flat, eps)
     ibp = _ibp(net, lo0, hi0)
     net_np = _numpy_net(net)
@@ -716,10 +729,13 @@ def milp_margin(model: nn.Module, x: torch.Tensor, y: int, j: int, eps: float, *
     lower = np.array([-np.inf if lo is None else lo for lo, _ in lp["bounds"]])
     upper = np.array([np.inf if hi is None else hi for _, hi in lp["bounds"]])
     res = milp(cost, constraints=constraints, integrality=lp["integrality"], bounds=Bounds(lower, upper),
-               options={"time_limit": float(time_limit)})
+               options={"time_limit": float(time_limit), "mip_rel_gap": 0.0})
     if res.status != 0:
         raise RuntimeError(f"the MILP did not reach its optimum: {res.message}")
-    return float(res.fun) + const
+    bound = getattr(res, "mip_dual_bound", None)
+    if bound is None or not np.isfinite(bound):
+        raise RuntimeError("the MILP solver returned no proven bound (mip_dual_bound)")
+    return float(min(bound, res.fun)) + const
 
 
 # --------------------------------------------------------------------------- certificates
@@ -770,55 +786,24 @@ def margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
                               alpha_steps=alpha_steps)
 
 
-class Certificate(NamedTuple):
-    r"""The certificate of a batch at one radius.
-
-    Attributes
-    ----------
-    prediction : torch.Tensor
-        (B,) int64: the certified class (the label ``y`` it was asked about) where
-        certified, :data:`ABSTAIN` (-1) elsewhere.
-    certified : torch.Tensor
-        (B,) bool: every margin lower bound is > 0, so the network predicts ``y`` at
-        every point of the threat set.
-    radius : torch.Tensor
-        (B,) the certified :math:`L_\infty` radius in pixel units: ``eps`` where
-        certified, 0 elsewhere.
-    margin_lower : torch.Tensor
-        (B, K) lower bounds of :math:`z_y - z_j` (0 in column y).
-    eps : float
-    norm : str
-        ``"linf"``.
-    method : str
-        ``"ibp"``, ``"lp"`` or ``"dual"``.
-    """
-
-    prediction: torch.Tensor
-    certified: torch.Tensor
-    radius: torch.Tensor
-    margin_lower: torch.Tensor
-    eps: float
-    norm: str
-    method: str
-
-    @property
-    def fraction(self) -> float:
-        """Fraction of the batch that is certified."""
-        return float(self.certified.float().mean())
-
-
 @torch.no_grad()
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, method: str = "ibp", *,
             norm: str = "linf", bounds="dual", alpha_steps: int = 0, batch_size: int = 512,
             progress: bool | None = None) -> Certificate:
-    r"""Certify that ``model`` predicts ``y`` everywhere in :math:`\mathcal{B}(x)`.
+    r"""Certify the network's prediction on :math:`\mathcal{B}(x)`: the shared :class:`~robustlab.certificates.Certificate`.
 
-    Certified means: the lower bound of every margin :math:`z_y - z_j`, :math:`j \ne y`,
-    is > 0. The guarantee is deterministic: for every :math:`x'` with
+    An input is certified when the network predicts the label asked about (``y``, or its
+    own prediction with ``y=None``) and the lower bound of every margin :math:`z_y - z_j`,
+    :math:`j \ne y`, is > 0. The guarantee is deterministic: for every :math:`x'` with
     :math:`\|x' - x\|_\infty \le \varepsilon` and :math:`x' \in [0, 1]^d` the network's
     prediction is ``y``. An input that is not certified may still be robust (the bounds
     are loose), so the certified accuracy is a *lower* bound on the robust accuracy, as an
     attack's accuracy is an upper bound.
+
+    The verifier never abstains: ``prediction`` is the network's own prediction (the
+    argmax of its logits) on every input, ``radius`` is ``eps`` where certified and 0
+    elsewhere. Certified accuracy at radius 0 is therefore the clean accuracy, and at
+    radius ``eps`` the fraction certified with the correct label.
 
     Parameters
     ----------
@@ -827,7 +812,8 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: floa
     x : torch.Tensor
         Inputs (B, ...) in [0, 1].
     y : torch.Tensor or None
-        Labels (B,) to certify; ``None`` certifies the model's own predictions.
+        Labels (B,) to certify (where the network predicts another class the radius is 0);
+        ``None`` certifies the network's own predictions.
     eps : float
         :math:`L_\infty` radius in pixel units.
     method : {"ibp", "lp", "dual"}
@@ -845,49 +831,56 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: floa
     Returns
     -------
     Certificate
+        ``method`` ``"ibp"``, ``"lp"`` or ``"dual"``, unit ``UNITS["linf"]``, ``alpha``
+        None, and the statistics ``margin_lower`` ((B, K) lower bounds of
+        :math:`z_y - z_j` for the label certified, 0 in column y), ``eps`` and
+        ``certified`` ((B,) bool), all on the CPU.
 
     Examples
     --------
     >>> import robustlab as rl
     >>> model = rl.models.build("mlp", "digits", width=1)
-    >>> x = torch.rand(4, 1, 8, 8)
+    >>> x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
     >>> cert = certify(model, x, None, eps=0.0)
     >>> bool(cert.certified.all())  # at eps = 0 the bounds are exact: every input is certified
     True
-    >>> certify(model, x, None, eps=0.3).fraction <= cert.fraction
+    >>> certify(model, x, y, eps=0.0).certified_accuracy(y) == rl.train.evaluate(model, (x, y))
     True
+    >>> wide = certify(model, x, y, eps=0.3)
+    >>> wide.method, wide.unit, bool((wide.radius[~wide.certified] == 0).all())
+    ('ibp', 'Linf pixels', True)
     """
     check_model(model)
     check_images(x, "x")
-    check_nonneg(eps, "eps", allow_tensor=False)
+    eps = float(check_nonneg(eps, "eps", allow_tensor=False))
     check_choice(method, "method", METHODS)
     if parse_norm(norm) != math.inf:
         raise ValueError(f"norm must be 'linf' (the only threat model of certify.bounds), got {norm!r}")
     check_positive_int(batch_size, "batch_size")
-    if y is None:
-        y = _train.predict(model, x)
-    check_labels(y, "y", batch_size=x.shape[0])
-    was_training = model.training
-    model.eval()
-    try:
+    if y is not None:
+        check_labels(y, "y", batch_size=x.shape[0])
+    with _models.eval_mode(model):
+        prediction = _train.predict(model, x).cpu()
+        target = prediction if y is None else y
         step = x.shape[0] if method == "lp" else batch_size
-        chunks = [margin_bounds(model, x[i:i + step], y[i:i + step], eps, method, bounds=bounds,
+        chunks = [margin_bounds(model, x[i:i + step], target[i:i + step], eps, method, bounds=bounds,
                                 alpha_steps=alpha_steps, progress=progress)
                   for i in range(0, x.shape[0], step)]
-    finally:
-        model.train(was_training)
     lower = torch.cat(chunks).cpu()
-    y = y.cpu()
-    own = F.one_hot(y, lower.shape[1]).bool()
+    target = target.cpu()
+    own = F.one_hot(target, lower.shape[1]).bool()
     lower = lower.masked_fill(own, 0.0)
-    certified = lower.masked_fill(own, math.inf).amin(1) > 0
-    prediction = torch.where(certified, y, torch.full_like(y, ABSTAIN))
-    radius = torch.where(certified, torch.tensor(float(eps)), torch.tensor(0.0))
-    return Certificate(prediction, certified, radius, lower, float(eps), "linf", method)
+    certified = (lower.masked_fill(own, math.inf).amin(1) > 0) & (prediction == target)
+    radius = torch.where(certified, torch.tensor(eps, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64))
+    return Certificate(prediction, radius, UNITS["linf"], method, alpha=None,
+                       stats={"margin_lower": lower, "eps": eps, "certified": certified})
 
 
 def certified_accuracy(model: nn.Module, data, eps: float, method: str = "ibp", **kwargs) -> float:
     """Fraction of ``data = (x, y)`` certified at radius ``eps`` with its true label.
+
+    The certified accuracy of :func:`certify`'s certificate at radius ``eps``; at
+    ``eps = 0`` the clean accuracy.
 
     Examples
     --------
@@ -899,7 +892,8 @@ def certified_accuracy(model: nn.Module, data, eps: float, method: str = "ibp", 
     """
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise TypeError(f"data must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
-    return certify(model, data[0], data[1], eps, method, **kwargs).fraction
+    eps = float(check_nonneg(eps, "eps", allow_tensor=False))
+    return certify(model, data[0], data[1], eps, method, **kwargs).certified_accuracy(data[1], at=eps)
 
 
 # --------------------------------------------------------------------------- certified training
