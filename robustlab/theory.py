@@ -11,8 +11,8 @@ Three results say that some vulnerability is a matter of geometry, not of traini
    inequality), which tends to 1 once :math:`\varepsilon \gg 1/\sqrt{d}`. Caps have closed
    forms through the regularized incomplete beta function: :func:`cap_measure`,
    :func:`cap_height`, :func:`cap_neighbourhood_measure`, with the Gaussian approximation
-   :func:`gaussian_neighbourhood_measure`, the bound :func:`levy_bound` of the lecture
-   notes, and the Monte Carlo check :func:`concentration` over uniform samples
+   :func:`gaussian_neighbourhood_measure`, the concentration bound :func:`levy_bound`
+   (Ledoux, 2001), and the Monte Carlo check :func:`concentration` over uniform samples
    (:func:`sample_sphere`, :func:`distance_to_cap`).
 2. **Adversarial spheres** (Gilmer et al., 2018). Any classifier that errs on a fraction
    :math:`\mu` of a sphere has errors at typical distance at most about
@@ -275,8 +275,9 @@ def gaussian_neighbourhood_measure(mu, eps, d: int):
 
 
 def levy_bound(eps, d: int):
-    r"""The concentration bound of the lecture notes: every set :math:`E \subseteq S^{d-1}`
-    with :math:`\mu(E) \ge 1/2` has :math:`\mu(E_\varepsilon) \ge 1 - 2e^{-d\varepsilon^2/2}`.
+    r"""A standard form of the concentration bound that follows from Lévy's isoperimetric
+    inequality (Ledoux, 2001): every set :math:`E \subseteq S^{d-1}` with
+    :math:`\mu(E) \ge 1/2` has :math:`\mu(E_\varepsilon) \ge 1 - 2e^{-d\varepsilon^2/2}`.
 
     Returned clipped below at 0 (the bound says nothing for :math:`\varepsilon <
     \sqrt{2\ln 2/d}`). The exact :func:`cap_neighbourhood_measure` of the half-sphere is
