@@ -11,9 +11,10 @@ Subcommands::
         Grade SUBMISSIONS/<student>/<notebook>.ipynb (or SUBMISSIONS/<student>/<lab>/...)
         with nbgrader, write the grades CSV and print a table of scores.
 
-    robustlab warmup [--profile quick|full] [--cache-dir DIR]
-        Train and cache the chapters' standard model of a profile, so that a lecture
-        starts without training.
+    robustlab warmup [--chapter N | --lab N] [--list] [--profile quick|full] [--cache-dir DIR]
+        Train and cache every trained model the chapters and labs use (the recipes of
+        robustlab.zoo), or one chapter's or lab's, printing what was trained or loaded
+        from the cache and how long each took; --list only lists the recipes.
 
 See :mod:`robustlab.grading` for what release and autograde do.
 """
@@ -70,10 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--source", default="solutions", metavar="DIR", help="lab sources (default: %(default)s)")
 
     warm = commands.add_parser(
-        "warmup", help="train and cache the chapters' standard model",
-        description="Train (or load from the cache) the standard model of a profile with "
-                    "robustlab.train.trained_model(), so that chapters start instantly.",
+        "warmup", help="train and cache the models of the chapters and labs",
+        description="Train (or load from the cache) every trained model the chapters and labs use, "
+                    "the recipes of robustlab.zoo, so that a lecture on any chapter starts warm.",
     )
+    which = warm.add_mutually_exclusive_group()
+    which.add_argument("--chapter", type=int, default=None, metavar="N", help="only chapter N's models")
+    which.add_argument("--lab", type=int, default=None, metavar="N", help="only lab N's models")
+    warm.add_argument("--list", action="store_true", help="list the recipes (with their chapters) and train nothing")
     warm.add_argument("--profile", choices=("quick", "full"), default=None,
                       help="profile to warm (default: the active one, ROBUSTLAB_PROFILE or quick)")
     warm.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -109,18 +114,25 @@ def _autograde(args) -> int:
 
 
 def _warmup(args) -> int:
-    from . import config, train
+    from . import config, zoo
 
     if args.profile is not None:
         config.set_profile(args.profile)
     if args.cache_dir is not None:
         config.set_cache_dir(args.cache_dir)
     prof = config.profile()
-    print(f"profile {prof.name!r}: standard {prof.arch} on {prof.dataset}, cache {config.cache_dir()}")
+    todo = zoo.recipes(chapter=args.chapter, lab=args.lab)
+    if args.list:
+        for r in todo:
+            used = ", ".join(str(c) if isinstance(c, int) else c for c in r.chapters)
+            print(f"{r.name:16s} {used:28s} {r.what}")
+        return 0
+    scope = f"chapter {args.chapter}" if args.chapter is not None else f"lab {args.lab}" if args.lab is not None \
+        else "every chapter and lab"
+    print(f"profile {prof.name!r} ({prof.dataset}), {scope}: {len(todo)} model(s), cache {config.cache_dir()}")
     start = time.perf_counter()
-    model, history = train.trained_model()
-    source = "loaded from the cache" if history.from_cache else f"trained in {time.perf_counter() - start:.0f} s"
-    print(f"{model.__class__.__name__}: test accuracy {history.test_acc[-1]:.1%} ({source})")
+    zoo.warm(only=[r.name for r in todo], out=lambda line: print(line, flush=True))
+    print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 

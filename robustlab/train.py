@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from . import cache as _cache
 from . import config
-from . import data as _data
 from . import models as _models
 from ._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_xy
 
@@ -405,7 +404,8 @@ def trained_model(
     """The standard model of the active profile, trained on ``dataset`` (cached on disk).
 
     Chapters call this instead of writing a training loop; the first call trains (with a
-    progress bar), later calls with the same arguments load the cached weights.
+    progress bar), later calls with the same arguments load the cached weights. Made by
+    the zoo's one factory, :func:`robustlab.zoo.profile_model` (recipe ``"standard"``).
 
     Returns
     -------
@@ -413,16 +413,17 @@ def trained_model(
         ``(model, history)``; the model is in eval mode on ``device`` (default
         :func:`robustlab.models.best_device`).
     """
+    from .zoo import profile_model
+
     prof = config.profile()
     dataset = prof.dataset if dataset is None else dataset
-    train, test = _data.load(dataset)
-    model = _models.build(arch, dataset, width=width, seed=seed)
-    model.to(_models.best_device() if device is None else device)
-    hist = fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-               batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
-               desc=f"training {model.__class__.__name__} on {dataset}")
-    model.eval()
-    return Trained(model, hist)
+
+    def train_fn(model, train, test):
+        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
+                   batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
+                   desc=f"training {model.__class__.__name__} on {dataset}")
+
+    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
 
 
 # --------------------------------------------------------------------------- cache

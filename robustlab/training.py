@@ -741,6 +741,7 @@ def robust_model(
     architecture trained on ``dataset`` with :func:`adversarial_training` and the
     profile's recipe (:data:`RECIPES`) for ``method``; the first call trains (with a
     progress bar), later calls with the same arguments load the cached weights.
+    Made by the zoo's one factory, :func:`robustlab.zoo.profile_model`.
 
     Parameters
     ----------
@@ -773,12 +774,13 @@ def robust_model(
     if prof.smoke:
         recipe["epochs"] = 1
         recipe["eps_ramp_epochs"] = 0
-    train, test = _data.load(dataset)
-    model = _models.build(arch, dataset, width=width, seed=seed)
-    model.to(_models.best_device() if device is None else device)
     kw = dict(sigma=sigma) if method == "noise" else dict(eps=eps)
-    hist = adversarial_training(model, train, method=method, seed=seed, eval_data=test, progress=progress,
-                                cache=cache, desc=f"{method} training {model.__class__.__name__} on {dataset}",
-                                **kw, **recipe)
-    model.eval()
-    return _train.Trained(model, hist)
+
+    def train_fn(model, train, test):
+        return adversarial_training(model, train, method=method, seed=seed, eval_data=test, progress=progress,
+                                    cache=cache, desc=f"{method} training {model.__class__.__name__} on {dataset}",
+                                    **kw, **recipe)
+
+    from .zoo import profile_model
+
+    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)

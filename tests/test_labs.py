@@ -415,7 +415,7 @@ def test_cli_warmup_trains_the_profiles_standard_model(tmp_path, monkeypatch, ca
         return rl.train.Trained(torch.nn.Linear(1, 1), rl.train.History(test_acc=[0.5], from_cache=True))
 
     monkeypatch.setattr(rl.train, "trained_model", fake_trained_model)
-    assert main(["warmup", "--profile", "full", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["warmup", "--chapter", "1", "--profile", "full", "--cache-dir", str(tmp_path)]) == 0  # chapter 1: the standard model
     assert seen == {"profile": "full", "cache": tmp_path}
     assert "loaded from the cache" in capsys.readouterr().out
 

@@ -1,0 +1,270 @@
+"""The model zoo: every trained model a chapter or lab uses, as a named recipe of the active profile.
+
+A recipe is a name, the chapters and labs that use it, and a builder that calls the same
+public function with the same arguments as those notebooks (``rl.train.trained_model()``,
+``rl.training.robust_model(method="noise", sigma=0.25)``, ...), so the artefact it
+trains is the one the notebook loads from the cache (:mod:`robustlab.cache`: the key is
+the full configuration, and the profile, data and settings come from the active
+profile when the builder runs). ``python -m robustlab warmup`` builds every recipe
+(``--chapter N`` or ``--lab N`` one notebook's, ``--list`` to see them), so a lecture on
+any chapter starts warm.
+
+Every profile-driven trained model is made by one factory, :func:`profile_model`: the
+profile's data set, a fresh seeded :func:`robustlab.models.build` (or another builder)
+on the best device, one training function, the model handed back in eval mode.
+
+Examples
+--------
+>>> "standard" in names(chapter=1)
+True
+>>> [r.name for r in recipes(lab=4)]
+['dpa-k10-lab4', 'dpa-k50-lab4']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import config
+from . import data as _data
+from . import models as _models
+from ._validate import check_positive_int
+
+__all__ = ["Recipe", "RECIPES", "WarmResult", "profile_model", "names", "recipes", "recipe", "build", "warm"]
+
+
+def profile_model(train_fn: Callable, dataset: str | None = None, arch: str | None = None, *, width: int | None = None,
+                  seed: int = 0, device=None, build: Callable | None = None):
+    """The one factory of the profile's trained models: data, a seeded fresh model, training.
+
+    Loads ``dataset`` (default: the profile's) with :func:`robustlab.data.load`, builds
+    ``build(arch, dataset, width=width, seed=seed)`` (default :func:`robustlab.models.build`),
+    moves it to ``device`` (default :func:`robustlab.models.best_device`), calls
+    ``history = train_fn(model, train, test)`` and returns
+    :class:`robustlab.train.Trained` with the model in eval mode.
+    """
+    from .train import Trained
+
+    if not callable(train_fn):
+        raise TypeError(f"train_fn must be callable as train_fn(model, train, test), got {type(train_fn).__name__}")
+    dataset = config.profile().dataset if dataset is None else dataset
+    train, test = _data.load(dataset)
+    model = (_models.build if build is None else build)(arch, dataset, width=width, seed=seed)
+    model.to(_models.best_device() if device is None else device)
+    history = train_fn(model, train, test)
+    model.eval()
+    return Trained(model, history)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A named trained model: who uses it, what it is, and the call that builds it.
+
+    ``make()`` trains it, or loads it from the cache when this exact configuration was
+    trained before, and returns what the notebooks get (a ``Trained`` pair, an
+    ensemble, ...). ``chapters`` holds chapter numbers and ``"labN"`` ids.
+    """
+
+    name: str
+    chapters: tuple
+    what: str
+    make: Callable = dataclasses.field(repr=False)
+
+    def uses(self, chapter=None, lab=None) -> bool:
+        return (chapter is None or int(chapter) in self.chapters) and (lab is None or f"lab{int(lab)}" in self.chapters)
+
+
+def _trained(**kw):
+    def make():
+        from .train import trained_model
+        return trained_model(**kw)
+    return make
+
+
+def _robust(**kw):
+    def make():
+        from .training import robust_model
+        return robust_model(**kw)
+    return make
+
+
+def _lab2_pgd(eps_of_profile: Callable):
+    def make():
+        from .training import robust_model
+        return robust_model(method="pgd", eps=eps_of_profile(), **lab2_recipe())
+    return make
+
+
+def lab2_recipe() -> dict:
+    """The short PGD recipe of Lab 2's ``robust_model_at(eps)`` under the active profile."""
+    return {"quick": dict(width=8, epochs=8, steps=3, eps_ramp_epochs=1, batch_size=128, lr=1e-2),
+            "full": dict(epochs=5)}[config.profile().name]
+
+
+def lab2_train_eps() -> tuple:
+    """Lab 2's training radii (part 5; the last is the lab's ``EPS_TRAIN``)."""
+    return {"quick": (0.0, 0.1, 0.2), "full": (0.0, 0.1, 0.3)}[config.profile().name]
+
+
+def _ibp(**kw):
+    def make():
+        from .certify.bounds import ibp_trained_model
+        return ibp_trained_model(**kw)
+    return make
+
+
+def _pixeldp(**kw):
+    def make():
+        from .smoothing.dp import pixeldp_model
+        return pixeldp_model(**kw)
+    return make
+
+
+def _dpa(k: int, **kw):
+    def make():
+        from .poisoning import train_dpa
+        train, _ = _data.load()
+        return train_dpa(train, k, progress=False, cache=True, **kw)
+    return make
+
+
+def _fa(k: int, d: int):
+    def make():
+        from .poisoning import train_fa
+        train, _ = _data.load()
+        return train_fa(train, k, d, epochs=config.profile().epochs, progress=False, cache=True)
+    return make
+
+
+def _lethal_dose():
+    def make():
+        from .poisoning import lethal_dose_study
+        train, test = _data.load()
+        return lethal_dose_study(train, test, ks=(10, 25, 50, 100), radii=(5, 10, 20),
+                                 epochs=4 * config.profile().epochs, progress=False)
+    return make
+
+
+def _ch10_dpa(k: int):
+    def make():
+        from .poisoning import train_dpa
+        meta = _data.info()
+        train, _ = _data.load(meta.name)
+        return train_dpa(train, k, arch="mlp", dataset=meta.name, width=2, epochs=config.profile().epochs, seed=0,
+                         progress=False, cache=True)
+    return make
+
+
+def _recipes() -> dict:
+    rows = [
+        Recipe("standard", (1, 2, 3, 4, 7, 8, "lab0", "lab1"), "the profile's standard model, rl.train.trained_model()",
+               _trained()),
+        Recipe("standard-mlp4", (5,), "an MLP of width 4, rl.train.trained_model(arch='mlp', width=4)",
+               _trained(arch="mlp", width=4)),
+        Recipe("pgd", (3, 4), "PGD adversarial training at the profile's eps, rl.training.robust_model()",
+               _robust(method="pgd")),
+        Recipe("fgsm-fast", (3,), "fast FGSM training, 10 epochs, eps ramp over 2",
+               _robust(method="fgsm", epochs=10, eps_ramp_epochs=2)),
+        Recipe("trades-beta1", (3,), "TRADES, beta 1, 3 steps, 10 epochs",
+               _robust(method="trades", beta=1.0, steps=3, epochs=10, eps_ramp_epochs=2)),
+        Recipe("trades-beta6", (3,), "TRADES, beta 6, 3 steps, 10 epochs",
+               _robust(method="trades", beta=6.0, steps=3, epochs=10, eps_ramp_epochs=2)),
+        Recipe("noise-0.12", (7,), "Gaussian noise training, sigma 0.12", _robust(method="noise", sigma=0.12)),
+        Recipe("noise-0.25", (3, 4, 7), "Gaussian noise training, sigma 0.25", _robust(method="noise", sigma=0.25)),
+        Recipe("noise-0.5", (7,), "Gaussian noise training, sigma 0.5", _robust(method="noise", sigma=0.5)),
+        Recipe("noise-0.25-mlp", ("lab3",), "Gaussian noise training of the MLP, sigma 0.25",
+               _robust(method="noise", sigma=0.25, arch="mlp")),
+        Recipe("ibp", (5, "lab3"), "IBP certified training at the default eps (0.1), ibp_trained_model()",
+               _ibp()),
+        Recipe("pixeldp-l2", (6,), "PixelDP MLP, L2, eps 1, delta 1e-5",
+               _pixeldp(arch="mlp", norm="l2", eps=1.0, delta=1e-5)),
+        Recipe("dpa-k10", (10,), "DPA, k = 10, the poisoning explorer's base models",  _ch10_dpa(10)),
+        Recipe("dpa-k50", (10,), "DPA, k = 50, the poisoning explorer's base models", _ch10_dpa(50)),
+        Recipe("fa-k10-d4", (10,), "Finite Aggregation, k = 10, d = 4", _fa(10, 4)),
+        Recipe("lethal-dose", (10,), "the DPA ensembles of the Lethal Dose study, k = 10, 25, 50, 100",
+               _lethal_dose()),
+        Recipe("dpa-k10-lab4", ("lab4",), "DPA, k = 10, 10 epochs", _dpa(10, epochs=10, width=2, seed=0)),
+        Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
+    ]
+    for i in range(3):
+        rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius number {i + 1}",
+                           _lab2_pgd(lambda i=i: lab2_train_eps()[i])))
+    return {r.name: r for r in rows}
+
+
+RECIPES = _recipes()
+
+
+def _chapter_arg(value, name):
+    if value is None:
+        return None
+    return check_positive_int(int(value) if isinstance(value, str) and value.isdigit() else value, name,
+                              allow_zero=name == "lab")
+
+
+def recipes(chapter=None, lab=None) -> list:
+    """The recipes, all of them or those of one chapter (a number) or one lab (a number)."""
+    chapter, lab = _chapter_arg(chapter, "chapter"), _chapter_arg(lab, "lab")
+    if chapter is not None and lab is not None:
+        raise ValueError("give chapter or lab, not both")
+    return [r for r in RECIPES.values() if r.uses(chapter, lab)]
+
+
+def names(chapter=None, lab=None) -> list:
+    """The names of :func:`recipes`."""
+    return [r.name for r in recipes(chapter, lab)]
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``."""
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
+    return RECIPES[name]
+
+
+def build(name: str):
+    """Train (or load from the cache) the recipe called ``name`` and return what its notebooks get."""
+    return recipe(name).make()
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmResult:
+    """One recipe warmed: ``trained`` is False when everything came from the cache."""
+
+    name: str
+    seconds: float
+    trained: bool
+    files: int
+
+    def line(self) -> str:
+        how = f"trained ({self.files} new cache file{'s' if self.files != 1 else ''})" if self.trained \
+            else "loaded from the cache"
+        return f"{self.name:16s} {how:36s} {self.seconds:8.1f} s"
+
+
+def _cache_files() -> set:
+    root = Path(config.cache_dir())
+    return {p for kind in ("models", "ensembles") for p in (root / kind).glob("*.pt")}
+
+
+def warm(chapter=None, lab=None, *, only=None, out=print) -> list:
+    """Build every recipe (or one chapter's, one lab's, or the names in ``only``), printing a line each.
+
+    Each line names the recipe, whether it was trained (new cache files appeared) or
+    loaded from the cache, and the seconds it took. Returns the :class:`WarmResult` list.
+    """
+    todo = recipes(chapter, lab) if only is None else [recipe(n) for n in only]
+    results = []
+    for r in todo:
+        before = _cache_files()
+        start = time.perf_counter()
+        r.make()
+        seconds = time.perf_counter() - start
+        new = len(_cache_files() - before)
+        results.append(WarmResult(r.name, seconds, new > 0, new))
+        if out is not None:
+            out(results[-1].line())
+    return results
