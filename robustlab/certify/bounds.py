@@ -1025,14 +1025,14 @@ def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, t
     recipe.update(overrides)
     if prof.smoke:
         recipe.update(epochs=1, warmup_epochs=0, ramp_epochs=1)
-    train, test = _data.load(dataset)
-    batches = math.ceil(train.x.shape[0] / recipe["batch_size"])
-    loss_fn = IBPLoss(eps=float(train_eps), kappa=recipe["kappa"], warmup=recipe["warmup_epochs"] * batches,
-                      ramp=recipe["ramp_epochs"] * batches)
-    model = _models.build("mlp", dataset, width=recipe["width"], seed=seed)
-    model.to(_models.best_device() if device is None else device)
-    hist = _train.fit(model, train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
-                      seed=seed, loss_fn=loss_fn, eval_data=test, progress=progress, cache=cache,
-                      schedule="constant", desc=f"IBP training MLP on {dataset}")
-    model.eval()
-    return _train.Trained(model, hist)
+    from ..zoo import profile_model
+
+    def train_fn(model, train, test):
+        batches = math.ceil(train.x.shape[0] / recipe["batch_size"])
+        loss_fn = IBPLoss(eps=float(train_eps), kappa=recipe["kappa"], warmup=recipe["warmup_epochs"] * batches,
+                          ramp=recipe["ramp_epochs"] * batches)
+        return _train.fit(model, train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
+                          seed=seed, loss_fn=loss_fn, eval_data=test, progress=progress, cache=cache,
+                          schedule="constant", desc=f"IBP training MLP on {dataset}")
+
+    return profile_model(train_fn, dataset, "mlp", width=recipe["width"], seed=seed, device=device)
