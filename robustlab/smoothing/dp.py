@@ -665,14 +665,17 @@ def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 
     if L is None:
         small = meta.name == "digits"
         L = {"l2": 0.1 if small else 0.3, "l1": 0.5 if small else 1.0, "linf": 0.02}[norm]
-    train, test = _data.load(meta.name)
-    model = build(arch, meta.name, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed)
-    model.to(_models.best_device() if device is None else device)
-    hist = _train.fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                      batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
-                      desc=f"PixelDP ({norm}) training on {meta.name}")
-    model.eval()
-    return _train.Trained(model, hist)
+    from ..zoo import profile_model
+
+    def train_fn(model, train, test):
+        return _train.fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
+                          batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
+                          desc=f"PixelDP ({norm}) training on {meta.name}")
+
+    def make(arch, dataset, *, width, seed):
+        return build(arch, dataset, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed)
+
+    return profile_model(train_fn, meta.name, arch, width=width, seed=seed, device=device, build=make)
 
 
 # =========================================================================== expected scores
