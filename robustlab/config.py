@@ -44,6 +44,8 @@ __all__ = [
     "set_progress",
     "progress_bar",
     "smoke",
+    "DEFAULT_EPS",
+    "default_eps",
 ]
 
 
@@ -88,6 +90,31 @@ PROFILES = {
     "quick": Profile("quick", dataset="digits", arch="cnn", width=16, epochs=30, batch_size=64, lr=2e-3, n_eval=360),
     "full": Profile("full", dataset="mnist", arch="cnn", width=32, epochs=8, batch_size=128, lr=1e-3, n_eval=1000),
 }
+
+#: The default Linf radii (pixel units) of the course, per data set; the one table of them.
+#: ``"attack"``: the threat model of attacks and adversarial training (chapters 2-4, Labs 1-2):
+#: the published radii (MNIST 0.3, CIFAR-10 8/255) and 0.2 for the 8x8 digits.
+#: ``"certified"``: the radius certified training (IBP) certifies (chapter 6, Lab 3): smaller,
+#: because a sound bound is much looser than an attack.
+DEFAULT_EPS = {
+    "attack": {"digits": 0.2, "mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255},
+    "certified": {"digits": 0.1, "mnist": 0.1, "fashion_mnist": 0.1, "cifar10": 2 / 255},
+}
+
+
+def default_eps(use: str = "attack", dataset: str | None = None) -> float:
+    """The default Linf radius (pixel units) of ``use`` (a key of :data:`DEFAULT_EPS`) on ``dataset``.
+
+    ``dataset`` defaults to the profile's data set.
+
+    >>> default_eps("attack", "mnist"), default_eps("certified", "mnist")
+    (0.3, 0.1)
+    """
+    check_choice(use, "use", DEFAULT_EPS)
+    name = profile().dataset if dataset is None else dataset
+    check_choice(name, "dataset", DEFAULT_EPS[use])
+    return DEFAULT_EPS[use][name]
+
 
 _state: dict = {"profile": None, "cache_dir": None, "data_dir": None, "progress": None}
 
