@@ -32,18 +32,75 @@ Modules (one per concept of the course map):
   Bonferroni, the normal CDF and quantile.
 * :mod:`robustlab.votes` -- vote counts, the plurality with the lower-index tie rule, the
   top two classes and the gap radius of the aggregation certificates.
+* :mod:`robustlab.oracles` -- closed-form oracle models (a half-space, one pixel, one region,
+  a constant) with their exact answers, for tests, labs and chapters.
 * :mod:`robustlab.plot` -- shared figures.
 * :mod:`robustlab.widgets` -- live lecture demos (ipywidgets) with static snapshots.
+
+Parameter names (one meaning each, the same in every module):
+
+``x``, ``y``
+    A batch-first input tensor (B, C, H, W) or (B, D) with values in [0, 1], and its int64
+    labels (B,). ``targets``: target labels (B,) of a targeted attack.
+``model``
+    A ``torch.nn.Module`` from inputs in [0, 1] to logits (normalization inside the model).
+``eps``
+    A threat radius, in pixel units, in the norm ``norm`` (``"linf"`` by default; ``"l2"``,
+    ``"l1"``, ``"l0"``): attacks, adversarial training, certificates.
+    :mod:`robustlab.robuststats` still calls its contamination fraction ``eps`` (Huber's
+    epsilon); there it is a fraction of the samples, not a radius.
+``norm``
+    The threat model's norm, ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` (or inf, 2, 1, 0).
+``step_size``
+    The step of an iterative attack (PGD, APGD, ...), in pixel units; ``steps`` is the number
+    of its iterations, ``restarts`` the number of independent runs.
+``step``
+    The training batch a loss or a schedule is at (counted from 0, or a
+    :class:`robustlab.train.TrainingStep`).
+``sigma``
+    The standard deviation of Gaussian noise, in pixel units (randomized smoothing, noise
+    augmentation).
+``alpha``
+    A confidence level: the failure probability of a statistical certificate or bound, in
+    (0, 1). Never a step size.
+``n``, ``n0``
+    Monte Carlo sample counts (CERTIFY: ``n0`` samples select the class, ``n`` estimate its
+    probability), or the number of samples a data-set function draws.
+``k``
+    The number of base models (partitions) of a partition-aggregation certificate (DPA,
+    Finite Aggregation); in :func:`robustlab.stats.clopper_pearson` and its kin, the number of
+    successes out of ``n``.
+``rate``
+    A poison fraction: the share of the training set the adversary changes (label flips,
+    backdoors).
+``n_classes``
+    The number of classes.
+``seed``
+    An integer >= 0 that fixes every random draw of the call (the same seed, the same result).
+``batch_size``
+    How many inputs go through the model at once (memory only: results do not depend on it).
+``progress``
+    Show a progress bar (``None``: the global setting, :func:`robustlab.set_progress`).
+``device``
+    Where a model is built or moved to; inputs always follow the model's own device.
+``cache``
+    Use (and fill) the on-disk cache of trained models.
+``dataset``
+    A data set name (``"digits"``, ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``); the
+    profile's by default.
+
+Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueError`` or
+``TypeError`` naming it; NumPy integers and floats are accepted wherever Python ones are.
 """
 
-from . import (attacks, certificates, certify, config, data, features, influence, models, norms, plot, poisoning,
-               robuststats, smoothing, stats, theory, train, training, votes, widgets)
+from . import (attacks, certificates, certify, config, data, features, influence, models, norms, oracles, plot,
+               poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certificates", "certify", "config", "data", "features", "influence", "models", "norms", "plot",
+    "attacks", "certificates", "certify", "config", "data", "features", "influence", "models", "norms", "oracles", "plot",
     "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
