@@ -28,7 +28,7 @@ import torch
 
 from ._validate import check_positive_int, check_tensor
 
-__all__ = ["vote_counts", "plurality", "TopTwo", "top_two", "gap_radius"]
+__all__ = ["vote_counts", "vote_counts_by_owner", "plurality", "TopTwo", "top_two", "gap_radius"]
 
 
 def _as_int(value, name: str) -> int:
@@ -54,6 +54,31 @@ def vote_counts(votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     counts = torch.zeros(votes.shape[0], n_classes, dtype=torch.long, device=votes.device)
     return counts.scatter_add_(1, votes, torch.ones_like(votes))
 
+
+def vote_counts_by_owner(owner: torch.Tensor, votes: torch.Tensor, n_owners: int, n_classes: int) -> torch.Tensor:
+    """Count a flat list of votes by who cast them: ``votes[j]`` is a vote of input
+    ``owner[j]`` -> (n_owners, n_classes) int64 counts (the votes of many noisy copies of
+    many inputs, packed into one forward pass).
+
+    >>> vote_counts_by_owner(torch.tensor([0, 0, 1, 1, 1]), torch.tensor([2, 2, 0, 1, 0]), 2, 3)
+    tensor([[0, 0, 2],
+            [2, 1, 0]])
+    """
+    check_tensor(owner, "owner")
+    check_tensor(votes, "votes")
+    for name, t in (("owner", owner), ("votes", votes)):
+        if t.dtype != torch.int64 or t.dim() != 1:
+            raise ValueError(f"{name} must be an int64 tensor of shape (M,), got {t.dtype} {tuple(t.shape)}")
+    if owner.shape != votes.shape:
+        raise ValueError(f"owner and votes must have the same shape, got {tuple(owner.shape)} and {tuple(votes.shape)}")
+    n_owners, n_classes = _as_int(n_owners, "n_owners"), _as_int(n_classes, "n_classes")
+    if votes.numel():
+        if int(votes.min()) < 0 or int(votes.max()) >= n_classes:
+            raise ValueError(f"votes must be class indices in [0, {n_classes})")
+        if int(owner.min()) < 0 or int(owner.max()) >= n_owners:
+            raise ValueError(f"owner must hold indices in [0, {n_owners})")
+    flat = torch.bincount(owner * n_classes + votes, minlength=n_owners * n_classes)
+    return flat.view(n_owners, n_classes)
 
 def _check_counts(counts) -> torch.Tensor:
     check_tensor(counts, "counts")

@@ -4,6 +4,7 @@ mechanisms, Lemma 1, and certificates that an attack cannot break."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import binomtest, norm as normal
@@ -248,6 +249,27 @@ def test_argmax_bounds_are_bonferroni_clopper_pearson():
     assert float(hi[0, 0] - lo[0, 0]) == pytest.approx(2 * half)
 
 
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_certify_returns_the_shared_certificate_in_the_unit_of_its_norm(norm):
+    net = dp.build("mlp", "digits", norm=norm, width=2, seed=0)
+    cert = dp.certify(net, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), n=100, alpha=0.1,
+                      progress=False)
+    assert isinstance(cert, rl.certificates.Certificate)
+    assert (cert.method, cert.unit, cert.alpha) == ("pixeldp", rl.certificates.UNITS[norm], 0.1)
+    assert (cert.norm, cert.n, cert.scores, cert.delta) == (norm, 100, "argmax", net.delta)
+    assert cert.expected.shape == (3, 10) and cert.eps.shape == cert.lower_top.shape == cert.upper_runner_up.shape == (3,)
+    assert torch.equal(cert.radius, torch.as_tensor(net.radius_at(cert.eps)))
+    # the bounds are the shared statistics: Clopper-Pearson at alpha / K, Hoeffding for softmax scores
+    lo, hi = rl.stats.clopper_pearson((cert.expected * 100).round().long(), 100, rl.stats.bonferroni(0.1, 10),
+                                      side="two-sided")
+    top = cert.expected.argmax(1)
+    assert np.array_equal(cert.lower_top.numpy(), lo[np.arange(3), top.numpy()])
+    soft = dp.certify(net, torch.rand(2, 1, 8, 8), n=50, alpha=0.1, scores="softmax", progress=False)
+    t = rl.stats.hoeffding(50, rl.stats.bonferroni(0.1, 10))
+    mean_top = soft.expected.gather(1, soft.prediction[:, None])[:, 0]
+    assert torch.allclose(soft.lower_top, (mean_top - t).clamp_min(0))
+
+
 @pytest.fixture(scope="module")
 def trained_l2():
     train, test = rl.data.load("digits")
@@ -259,8 +281,9 @@ def trained_l2():
 def test_certify_reports_the_largest_radius_where_the_proposition_holds(trained_l2):
     net, (x, y) = trained_l2
     cert = dp.certify(net, x, n=1000, alpha=0.05, progress=False)
-    assert cert.certified.any() and (~cert.certified).any()
-    r, ok = cert.radius[cert.certified], cert.certified
+    ok = cert.radius > 0
+    assert ok.any() and (~ok).any()
+    r = cert.radius[ok]
     eps_in = torch.as_tensor(net.eps_at(r * (1 - 1e-6)))
     assert bool(dp.robustness_condition(cert.lower_top[ok], cert.upper_runner_up[ok], eps_in, net.delta).all())
     uncapped = cert.eps[ok] < net.max_certifiable_eps - 1e-9
@@ -268,8 +291,14 @@ def test_certify_reports_the_largest_radius_where_the_proposition_holds(trained_
     assert not bool(dp.robustness_condition(cert.lower_top[ok][uncapped], cert.upper_runner_up[ok][uncapped], eps_out,
                                             net.delta).any())
     assert bool((cert.radius <= net.radius_at(1.0) + 1e-12).all()), "the Gaussian mechanism stops at eps = 1"
-    assert torch.equal(cert.certified_prediction[~cert.certified], torch.full_like(y[~cert.certified], dp.ABSTAIN))
+    # PixelDP always predicts: the smoothed argmax everywhere, radius 0 where nothing certifies
+    assert not cert.abstained.any() and torch.equal(cert.prediction, cert.expected.argmax(1))
+    assert bool((cert.eps[~ok] == 0).all())
+    smoothed_accuracy = float((cert.prediction == y).double().mean())
+    assert cert.certified_accuracy(y, 0.0) == pytest.approx(smoothed_accuracy)
     assert cert.certified_accuracy(y, 0.0) >= cert.certified_accuracy(y, 0.05) >= cert.certified_accuracy(y, 0.2)
+    at = float(r.min())  # the convention: radius >= r counts
+    assert cert.certified_accuracy(y, at) == pytest.approx(float(((cert.radius >= at) & (cert.prediction == y)).double().mean()))
     again = dp.certify(net, x, n=1000, alpha=0.05, progress=False)
     assert torch.equal(again.radius, cert.radius), "certification is seeded"
 
@@ -277,7 +306,7 @@ def test_certify_reports_the_largest_radius_where_the_proposition_holds(trained_
 def test_an_eot_attack_never_changes_the_smoothed_prediction_inside_the_certified_radius(trained_l2):
     net, (x, y) = trained_l2
     cert = dp.certify(net, x, n=2000, alpha=0.05, progress=False)
-    ok = cert.certified
+    ok = cert.radius > 0
     xs, preds, radii = x[ok], cert.prediction[ok], cert.radius[ok].float()
     assert len(xs) >= 10
     smoothed = dp.SmoothedScores(net, draws=64)

@@ -1,4 +1,4 @@
-"""Gaussian randomized smoothing: the bounds are exact, the certificates are sound.
+"""Gaussian randomized smoothing: the certificates are sound and come from the shared layer.
 
 The soundness tests use a case with a closed form: smoothing a binary *linear* classifier
 gives back the same classifier, and its exact certified radius sigma * Phi^-1(pA) is the
@@ -9,39 +9,15 @@ and must not happen more often than alpha allows.
 import numpy as np
 import pytest
 import torch
-from scipy.stats import beta, binom, binomtest, norm
+from scipy.stats import binom, norm
 
 import robustlab as rl
+from robustlab.oracles import Constant, HalfSpace
 from robustlab.smoothing import gaussian as G
 
 # A count above this quantile of Bin(reps, alpha) has probability below 1e-6 under a
 # correct method: the tests are not flaky, and a wrong bound exceeds it by far.
 TAIL = 1 - 1e-6
-
-
-class HalfSpace(torch.nn.Module):
-    """Binary linear classifier: class 1 iff w.x + b > 0 (logits (0, w.x + b)), float64."""
-
-    def __init__(self, w, b):
-        super().__init__()
-        self.lin = torch.nn.Linear(w.numel(), 2).double()
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.stack([torch.zeros_like(w), w]))
-            self.lin.bias.copy_(torch.tensor([0.0, float(b)]))
-        self.w, self.b = w.double(), float(b)
-
-    def forward(self, x):
-        return self.lin(x.flatten(1))
-
-    def margin(self, x):
-        return x.flatten(1).double() @ self.w + self.b
-
-    def distance(self, x):
-        """Exact L2 distance to the decision boundary."""
-        return self.margin(x).abs() / self.w.norm()
-
-    def label(self, x):
-        return (self.margin(x) > 0).long()
 
 
 def points_at_distances(model, distances, d):
@@ -59,66 +35,22 @@ def halfspace():
     return HalfSpace(w, -0.5 * float(w.sum())), d  # the boundary passes through (1/2, ..., 1/2)
 
 
-# --------------------------------------------------------------------------- Clopper-Pearson
+# --------------------------------------------------------------------------- the shared layer
 
 
-def test_clopper_pearson_is_the_beta_quantile_with_exact_edges():
-    n, alpha = 50, 0.01
-    k = np.arange(n + 1)
-    lower = G.clopper_pearson(k, n, alpha)
-    upper = G.clopper_pearson(k, n, alpha, side="upper")
-    assert np.allclose(lower[1:], beta.ppf(alpha, k[1:], n - k[1:] + 1))
-    assert np.allclose(upper[:-1], beta.ppf(1 - alpha, k[:-1] + 1, n - k[:-1]))
-    # k = 0 and k = n: P(K = n) = p^n = alpha gives the bound alpha^(1/n) exactly
-    assert lower[0] == 0.0 and upper[-1] == 1.0
-    assert lower[-1] == pytest.approx(alpha ** (1 / n), rel=1e-12)
-    assert upper[0] == pytest.approx(1 - alpha ** (1 / n), rel=1e-12)
-    assert np.all(np.diff(lower) > 0) and np.all(np.diff(upper) > 0) and np.all(lower < upper)
-    lo, hi = G.clopper_pearson(k, n, 2 * alpha, side="two-sided")
-    assert np.array_equal(lo, lower) and np.array_equal(hi, upper)
-    # vectorized over broadcast shapes, NumPy or torch, scalar in, float out
-    grid = G.clopper_pearson(torch.tensor([[0], [3], [10]]), np.array([10, 20, 30, 40]), alpha)
-    assert grid.shape == (3, 4) and grid[1, 2] == pytest.approx(beta.ppf(alpha, 3, 28))
-    assert isinstance(G.clopper_pearson(3, 10, 0.05), float)
-
-
-@pytest.mark.parametrize("n", [10, 50])
-def test_clopper_pearson_coverage_is_exact_for_every_p(n):
-    """P(lower bound > p) <= alpha for every p, computed exactly over all outcomes k, and
-    nearly attained: the bound is valid and not needlessly loose."""
-    alpha = 0.05
-    k = np.arange(n + 1)
-    lower = G.clopper_pearson(k, n, alpha)
-    upper = G.clopper_pearson(k, n, alpha, side="upper")
-    # the non-coverage jumps just below each bound: probe there and on a grid
-    ps = np.unique(np.concatenate([np.linspace(0.001, 0.999, 999), lower[1:] - 1e-9, upper[:-1] + 1e-9]))
-    ps = ps[(ps > 0) & (ps < 1)]
-    pmf = binom.pmf(k[None, :], n, ps[:, None])
-    miss_low = (pmf * (lower[None, :] > ps[:, None])).sum(1)
-    miss_up = (pmf * (upper[None, :] < ps[:, None])).sum(1)
-    assert miss_low.max() <= alpha + 1e-12 and miss_up.max() <= alpha + 1e-12
-    assert miss_low.max() > 0.5 * alpha and miss_up.max() > 0.5 * alpha
-
-
-def test_clopper_pearson_coverage_by_simulation_and_a_wald_bound_fails_it():
-    rng = np.random.default_rng(0)
-    n, alpha, reps = 50, 0.05, 20_000
-    limit = binom.ppf(TAIL, reps, alpha)
-    for p in (0.05, 0.3, 0.5, 0.9, 0.97):
-        k = rng.binomial(n, p, size=reps)
-        misses = int((G.clopper_pearson(k, n, alpha) > p).sum())
-        assert misses <= limit, f"p={p}: the lower bound exceeded p {misses} times in {reps} (limit {limit:.0f})"
-    # the same check catches a bound that is too optimistic: the normal approximation
-    k = rng.binomial(n, 0.97, size=reps)
-    p_hat = k / n
-    wald = p_hat - norm.ppf(1 - alpha) * np.sqrt(p_hat * (1 - p_hat) / n)
-    assert (wald > 0.97).sum() > limit
-
-
-def test_binomial_test_half_is_scipys_binomtest():
-    for n in (1, 2, 7, 20, 101):
-        for k in range(n + 1):
-            assert G.binomial_test_half(k, n) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300)
+def test_the_statistics_and_the_result_come_from_the_shared_layer(tiny_model):
+    """One Clopper-Pearson, one binomial test, one Certificate: the names here are re-exports."""
+    assert G.clopper_pearson is rl.stats.clopper_pearson and G.binomial_test_half is rl.stats.binomial_test_half
+    assert G.Certificate is rl.certificates.Certificate and G.ABSTAIN == rl.certificates.ABSTAIN
+    assert G.certified_accuracy is rl.certificates.certified_accuracy
+    assert G.plot_certified_accuracy is rl.certificates.plot_certified_accuracy
+    cert = G.certify(tiny_model, torch.rand(3, 1, 8, 8), sigma=0.25, n0=10, n=100, alpha=0.01, seed=0)
+    assert isinstance(cert, rl.certificates.Certificate)
+    assert (cert.method, cert.unit, cert.alpha, cert.sigma, cert.n0, cert.n) == (
+        "gaussian", rl.certificates.UNITS["l2"], 0.01, 0.25, 10, 100)
+    assert cert.pA_lower.dtype == torch.float64 and cert.count.dtype == torch.int64 and len(cert) == 3
+    expected = rl.stats.clopper_pearson(cert.count, 100, 0.01)
+    assert np.array_equal(cert.pA_lower.numpy(), expected)
 
 
 # --------------------------------------------------------------------------- radius formula
@@ -161,6 +93,27 @@ def test_certified_radius_never_exceeds_the_distance_to_a_hyperplane_beyond_alph
     assert int(overshoot.sum()) > 3 * limit
 
 
+def test_the_lower_bound_of_certify_covers_the_exact_probability_of_a_half_space(halfspace):
+    """Under Gaussian noise a half-space votes class 1 with probability exactly
+    Phi((w.x + b) / (sigma ||w||)); a certificate whose pA_lower exceeds the probability of
+    its class may occur in at most an alpha fraction of independent runs."""
+    model, d = halfspace
+    sigma, alpha, reps, n = 0.25, 0.1, 2000, 100
+    points = points_at_distances(model, [0.15, -0.3], d)
+    x = points.repeat_interleave(reps, 0)
+    cert = G.certify(model, x, sigma=sigma, n0=30, n=n, alpha=alpha, seed=11)
+    p_one = model.smoothed_probability(x, sigma, c=1)
+    p_class = torch.where(cert.prediction == 1, p_one, 1 - p_one)
+    violated = ~cert.abstained & (cert.pA_lower > p_class)
+    limit = binom.ppf(TAIL, reps, alpha)
+    for j in range(points.shape[0]):
+        rows = slice(j * reps, (j + 1) * reps)
+        assert int(violated[rows].sum()) <= limit, f"point {j}: the bound missed {int(violated[rows].sum())} times"
+        assert float(cert.abstained[rows].double().mean()) < 0.1, "both points are mostly certified"
+    # the bound is exact, not vacuous: it misses at a rate of the order of alpha
+    assert int(violated.sum()) > 0.3 * alpha * 2 * reps
+
+
 def test_certified_radius_approaches_the_true_distance_with_many_samples(halfspace):
     model, d = halfspace
     x = points_at_distances(model, [0.3, -0.6], d)
@@ -193,18 +146,8 @@ def test_on_the_boundary_certify_and_predict_abstain_at_least_one_minus_alpha_of
     assert int((pred != G.ABSTAIN).sum()) <= limit
 
 
-class Constant(torch.nn.Module):
-    def __init__(self, k=10, c=3):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-        self.k, self.c = k, c
-
-    def forward(self, x):
-        return torch.nn.functional.one_hot(torch.full((x.shape[0],), self.c), self.k).float() * self.scale
-
-
 def test_an_unanimous_vote_certifies_the_largest_radius_n_samples_allow():
-    cert = G.certify(Constant(), torch.rand(3, 1, 8, 8), sigma=0.5, n0=10, n=1000, alpha=0.001)
+    cert = G.certify(Constant(3, n_classes=10), torch.rand(3, 1, 8, 8), sigma=0.5, n0=10, n=1000, alpha=0.001)
     assert cert.prediction.tolist() == [3, 3, 3] and cert.count.tolist() == [1000] * 3
     assert torch.allclose(cert.pA_lower, torch.full((3,), 0.001 ** (1 / 1000), dtype=torch.float64))
     assert torch.allclose(cert.radius, torch.full((3,), G.max_radius(1000, 0.001, 0.5), dtype=torch.float64))
@@ -275,33 +218,6 @@ def test_the_model_mode_is_restored_and_its_dtype_is_used(tiny_model, halfspace)
     assert cert.radius.dtype == torch.float64 and len(cert) == 3
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def test_certified_accuracy_counts_correct_certificates_at_least_r():
-    radii = torch.tensor([0.0, 0.3, 0.5, 0.9, 2.0], dtype=torch.float64)
-    correct = torch.tensor([False, True, True, True, False])
-    acc = G.certified_accuracy(radii, correct, at=[0.0, 0.3, 0.31, 0.5, 0.9, 1.0])
-    assert acc.tolist() == [0.6, 0.6, 0.4, 0.4, 0.2, 0.0]
-    cert = G.Certificate(prediction=torch.tensor([G.ABSTAIN, 1, 2, 3, 4]), radius=radii,
-                         pA_lower=torch.full((5,), 0.9, dtype=torch.float64), count=torch.full((5,), 9),
-                         sigma=0.25, alpha=0.001, n0=10, n=10)
-    y = torch.tensor([0, 1, 2, 3, 0])
-    assert cert.correct(y).tolist() == correct.tolist()
-    assert np.array_equal(cert.certified_accuracy(y, at=[0.0, 0.5]), [0.6, 0.4])
-
-
-def test_plot_certified_accuracy_draws_one_curve_per_setting():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    radii, correct = np.array([0.1, 0.5, 1.0]), np.array([True, True, False])
-    ax = G.plot_certified_accuracy({"a": (radii, correct), "b": (radii, ~correct)},
-                                   reference={"paper": ([0.25, 0.5], [0.6, 0.43])})
-    assert [line.get_label() for line in ax.get_lines()] == ["a", "b", "paper"]
-    assert ax.get_lines()[0].get_ydata()[0] == pytest.approx(2 / 3)
-
-
 # --------------------------------------------------------------------------- argument checks
 
 
@@ -325,16 +241,6 @@ def test_arguments_are_checked_and_named(tiny_model):
         G.sample_counts(tiny_model, x, 10, 0.25, seed=-1)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         G.certify("net", x, sigma=0.25, n=10)
-    with pytest.raises(ValueError, match="k must be <= n"):
-        G.clopper_pearson(11, 10, 0.05)
-    with pytest.raises(TypeError, match="k must be an integer count"):
-        G.clopper_pearson(0.5, 10, 0.05)
-    with pytest.raises(ValueError, match="side must be one of"):
-        G.clopper_pearson(5, 10, 0.05, side="both")
-    with pytest.raises(ValueError, match="correct must have the shape of radii"):
-        G.certified_accuracy([0.1, 0.2], [True])
-    with pytest.raises(ValueError, match="at must hold radii >= 0"):
-        G.certified_accuracy([0.1], [True], at=[-1])
     with pytest.raises(ValueError, match="p_a must hold probabilities"):
         G.certified_radius(1.5, 0.25)
 

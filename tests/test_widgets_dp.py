@@ -78,5 +78,5 @@ def test_arguments_are_checked(explorer):
         rl.widgets.DPConditionExplorer(torch.tensor([1.5]), torch.tensor([0.1]))
     with pytest.raises(ValueError, match="settings must hold"):
         explorer.snapshot(())
-    with pytest.raises(TypeError, match="cert must be a DPCertificate"):
+    with pytest.raises(TypeError, match="cert must be a PixelDP Certificate"):
         rl.widgets.DPConditionExplorer.from_certificate("cert")

@@ -1,11 +1,18 @@
 """Certification by randomized smoothing: classify many noisy copies of an input and
 certify the majority vote.
 
+* :mod:`robustlab.smoothing.sampling` -- the one sampling engine: per-input seeded noise
+  streams drawn in fixed blocks (counts independent of the batch size and of the other
+  inputs), the noise as an argument (Gaussian, Laplace, uniform, ...), counts and score
+  sums, and the enumeration twin for deterministic smoothing.
 * :mod:`robustlab.smoothing.dp` -- certification from differential privacy (PixelDP,
   Lecuyer et al.): a calibrated noise layer and the expected-score condition.
 * :mod:`robustlab.smoothing.gaussian` -- Gaussian randomized smoothing (Cohen et al.):
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
+
+Both certifiers return the shared :class:`robustlab.certificates.Certificate`.
 """
 
+from . import sampling
 from . import dp
 from . import gaussian

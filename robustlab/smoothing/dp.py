@@ -47,33 +47,31 @@ foundations of differential privacy", 2014 (the Laplace and Gaussian mechanisms)
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import itertools
 import math
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import config
 from .. import data as _data
+from .. import lipschitz as _lip
 from .. import models as _models
+from .. import stats as _stats
 from .. import train as _train
+from ..certificates import UNITS, Certificate
+from ..lipschitz import _check_layer, _name
 from .._validate import (
     check_choice,
     check_images,
-    check_labels,
     check_model,
     check_nonneg,
     check_positive,
     check_positive_int,
-    parse_norm,
+    check_probability,
 )
+from . import sampling as _sampling
 
 __all__ = [
-    "ABSTAIN",
     "ATTACK_NORMS",
     "Sensitivity",
     "sensitivity",
@@ -88,13 +86,9 @@ __all__ = [
     "expected_scores",
     "score_bounds",
     "predict",
-    "DPCertificate",
     "certify",
     "SmoothedScores",
 ]
-
-ABSTAIN = -1
-"""The abstain value of :attr:`DPCertificate.certified_prediction`."""
 
 ATTACK_NORMS = {
     # attack norm: (p, q, mechanism); the noise lives in the q-norm geometry of the layer output
@@ -103,189 +97,23 @@ ATTACK_NORMS = {
     "linf": (math.inf, 2.0, "gaussian"),
 }
 SCORES = ("argmax", "softmax")
-_INF = math.inf
 
 
 # =========================================================================== sensitivity
 
 
-def _dual(p: float) -> float:
-    return 1.0 if p == _INF else (_INF if p == 1.0 else p / (p - 1.0))
-
-
-def _vec_norm(v: torch.Tensor, q: float, dim=-1) -> torch.Tensor:
-    return torch.linalg.vector_norm(v, ord=q, dim=dim)
-
-
-class _Dense:
-    """The matrix W (m, n) of a linear map, as a dense tensor."""
-
-    def __init__(self, weight: torch.Tensor):
-        self.W = weight
-        self.m, self.n = weight.shape
-
-    def apply(self, x):  # x (B, n) -> (B, m)
-        return x @ self.W.T
-
-    def col_norms(self, q):
-        return _vec_norm(self.W, q, dim=0)
-
-    def row_norms(self, r):
-        return _vec_norm(self.W, r, dim=1)
-
-    def spectral(self):
-        return torch.linalg.matrix_norm(self.W, ord=2), True, "largest singular value"
-
-
-class _Conv:
-    """A Conv2d's linear part (no bias) on inputs of shape ``input_shape``, never unrolled."""
-
-    def __init__(self, layer: nn.Conv2d, weight: torch.Tensor, input_shape):
-        self.K, self.layer, self.shape = weight, layer, tuple(input_shape)
-        self.kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
-        with torch.no_grad():
-            out = F.conv2d(torch.zeros((1,) + self.shape, dtype=weight.dtype, device=weight.device), weight, **self.kw)
-        self.out_shape = tuple(out.shape[1:])
-        self.n, self.m = math.prod(self.shape), math.prod(self.out_shape)
-
-    def apply(self, x):
-        return F.conv2d(x.view((-1,) + self.shape), self.K, **self.kw).flatten(1)
-
-    def col_norms(self, q):
-        if q == _INF:  # every column holds a subset of the kernel's taps of its channel
-            return self.K.abs().amax(dim=(0, 2, 3))
-        ones = torch.ones((1,) + self.out_shape, dtype=self.K.dtype, device=self.K.device)
-        cols = torch.nn.grad.conv2d_input((1,) + self.shape, self.K.abs() ** q, ones, **self.kw)
-        return cols.flatten().clamp_min(0) ** (1.0 / q)
-
-    def row_norms(self, r):
-        if r == _INF:
-            return self.K.abs().amax(dim=(1, 2, 3))
-        ones = torch.ones((1,) + self.shape, dtype=self.K.dtype, device=self.K.device)
-        return F.conv2d(ones, self.K.abs() ** r, **self.kw).flatten().clamp_min(0) ** (1.0 / r)
-
-    def spectral(self):
-        if self.layer.groups == 1 and self.layer.dilation == (1, 1):
-            # The zero-padded (and strided) conv is a submatrix of the circular conv on an
-            # N x N grid with N >= H + k - 1 (no wrap-around), whose singular values are
-            # those of the per-frequency (c_out x c_in) matrices of the kernel's 2-D DFT.
-            kh, kw = self.K.shape[2:]
-            nh, nw = self.shape[1] + kh - 1, self.shape[2] + kw - 1
-            spec = torch.fft.fft2(self.K, s=(nh, nw)).permute(2, 3, 0, 1)
-            return torch.linalg.matrix_norm(spec, ord=2).amax(), False, "circular-convolution bound (FFT)"
-        bound = torch.sqrt(self.col_norms(1.0).amax() * self.row_norms(1.0).amax())
-        return bound, False, "sqrt(||W||_1->1 ||W||_inf->inf) bound"
-
-
-def _unrolled(conv: _Conv) -> _Dense:
-    eye = torch.eye(conv.n, dtype=conv.K.dtype, device=conv.K.device)
-    return _Dense(conv.apply(eye).T)
-
-
-def _operator(layer, weight, input_shape, unroll_limit):
-    if isinstance(layer, nn.Linear):
-        return _Dense(weight)
-    conv = _Conv(layer, weight, input_shape)
-    return _unrolled(conv) if conv.n <= unroll_limit else conv
-
-
-def _operator_norm(op, p: float, q: float):
-    r"""``(value, exact, method)``: :math:`\|W\|_{p,q}` where a formula is exact, else an upper bound."""
-    if p == 1.0:
-        return op.col_norms(q).amax(), True, f"largest column L{_name(q)} norm"
-    if q == _INF:
-        return op.row_norms(_dual(p)).amax(), True, f"largest row L{_name(_dual(p))} norm"
-    if p == 2.0 and q == 2.0:
-        return op.spectral()
-    if p == _INF and q == 2.0:
-        sigma, _, _ = op.spectral()
-        candidates = torch.stack([sigma * math.sqrt(op.n), _vec_norm(op.row_norms(1.0), 2.0)])
-        return candidates.amin(), False, "min(sqrt(n) ||W||_2, ||row L1 norms||_2) bound"
-    if p == _INF and q == 1.0:
-        inf2, _, _ = _operator_norm(op, _INF, 2.0)
-        candidates = torch.stack([op.row_norms(1.0).sum(), inf2 * math.sqrt(op.m)])
-        return candidates.amin(), False, "min(sum |W_ij|, sqrt(m) ||W||_inf,2) bound"
-    # p == 2, q == 1
-    sigma, _, _ = op.spectral()
-    candidates = torch.stack([op.row_norms(2.0).sum(), sigma * math.sqrt(op.m)])
-    return candidates.amin(), False, "min(sum of row L2 norms, sqrt(m) ||W||_2) bound"
-
-
-def _name(p: float) -> str:
-    return "inf" if p == _INF else str(int(p))
-
-
-def _check_pq(value, name):
-    p = parse_norm(value, name)
-    if p == 0.0:
-        raise ValueError(f"{name} must be 1, 2 or inf ('l1', 'l2', 'linf'); L0 is not a norm, got {value!r}")
-    return p
-
-
-def _check_layer(layer, input_shape, name="layer"):
-    if not isinstance(layer, (nn.Linear, nn.Conv2d)):
-        raise TypeError(f"{name} must be a torch.nn.Linear or torch.nn.Conv2d, got {type(layer).__name__}")
-    if isinstance(layer, nn.Conv2d):
-        if input_shape is None:
-            raise ValueError("input_shape (C, H, W) is needed for a Conv2d: its operator depends on the input size")
-        if len(tuple(input_shape)) != 3 or tuple(input_shape)[0] != layer.in_channels:
-            raise ValueError(f"input_shape must be (C, H, W) with C = {layer.in_channels} for this Conv2d, "
-                             f"got {tuple(input_shape)}")
-        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise ValueError("layer must use numeric zero padding (padding_mode='zeros')")
-
-
-class Sensitivity(NamedTuple):
-    r"""The sensitivity :math:`N_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p` of a first layer.
-
-    ``value`` is exact when ``exact`` is True and an upper bound otherwise; ``lower`` is
-    the largest ratio :math:`\|Wx\|_q / \|x\|_p` found at test points (a lower bound), so
-    the true value lies in ``[lower, value]``.
-    """
-
-    value: float
-    exact: bool
-    method: str
-    lower: float
-    p: float
-    q: float
+Sensitivity = _lip.OperatorNorm
 
 
 def sensitivity(layer, p="l2", q="l2", *, input_shape=None, max_vertices: int = 2 ** 16,
                 unroll_limit: int = 4096) -> Sensitivity:
-    r"""The operator norm :math:`\|W\|_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p` of a layer.
+    r"""The sensitivity :math:`N_{p,q} = \|W\|_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p` of a layer.
 
-    The bias cancels in :math:`h(x) - h(x')`, so this is the sensitivity :math:`N_{p,q}` of
-    the layer :math:`h(x) = Wx + b` (Lecuyer et al., 2019). Exact cases:
-
-    * :math:`p = 1`, any :math:`q`: the largest column :math:`q`-norm (a convex function
-      on the :math:`L_1` ball peaks at a vertex :math:`\pm e_j`);
-    * :math:`q = \infty`, any :math:`p`: the largest row :math:`p^*`-norm (Hölder, with
-      equality), :math:`1/p + 1/p^* = 1`;
-    * :math:`p = q = 2`: the largest singular value;
-    * :math:`p = \infty` with :math:`n \le \log_2` ``max_vertices`` + 1 inputs, or
-      :math:`q = 1` with that few outputs: enumeration of the cube's vertices
-      (:math:`\|W\|_{\infty,q} = \max_{s \in \{\pm 1\}^n} \|Ws\|_q`, and
-      :math:`\|W\|_{p,1} = \max_{s \in \{\pm1\}^m} \|W^\top s\|_{p^*}`).
-
-    Otherwise (:math:`(\infty, 2)`, :math:`(\infty, 1)`, :math:`(2, 1)` on larger layers,
-    which are NP-hard in general) it returns the smaller of two upper bounds, named in
-    ``method``. A ``Conv2d`` is handled as the linear map on inputs of ``input_shape``:
-    unrolled into its matrix when it has at most ``unroll_limit`` inputs, otherwise
-    through convolutions (column and row norms stay exact; its spectral norm is bounded
-    by that of the circular convolution on a grid large enough to avoid wrap-around).
-
-    Parameters
-    ----------
-    layer : torch.nn.Linear or torch.nn.Conv2d
-    p, q : {"l1", "l2", "linf"} or {1, 2, inf}
-        Input and output norms.
-    input_shape : tuple (C, H, W), optional
-        Needed for a ``Conv2d``.
-    max_vertices : int
-        Largest number of sign vectors enumerated for an exact hard case.
-    unroll_limit : int
-        Largest number of inputs for which a ``Conv2d`` is unrolled into its matrix.
+    The bias cancels in :math:`h(x) - h(x')`, so the sensitivity of :math:`h(x) = Wx + b`
+    is the operator norm of its linear part (Lecuyer et al., 2019): exact for
+    :math:`p = 1`, :math:`q = \infty`, :math:`p = q = 2` and, on small layers, by vertex
+    enumeration; an upper bound otherwise, with a lower estimate beside it. This is
+    :func:`robustlab.lipschitz.operator_norm` (see there for the cases and the parameters).
 
     Returns
     -------
@@ -303,58 +131,8 @@ def sensitivity(layer, p="l2", q="l2", *, input_shape=None, max_vertices: int = 
     >>> round(sensitivity(W, "l2", "l2").value, 4)
     5.0645
     """
-    p, q = _check_pq(p, "p"), _check_pq(q, "q")
-    _check_layer(layer, input_shape)
-    check_positive_int(max_vertices, "max_vertices")
-    check_positive_int(unroll_limit, "unroll_limit", allow_zero=True)
-    with torch.no_grad():
-        weight = layer.weight.detach().double()
-        op = _operator(layer, weight, input_shape, unroll_limit)
-        value, exact, method = _operator_norm(op, p, q)
-        value = float(value)
-        if not exact and isinstance(op, _Dense):
-            vertex = _vertex_enumeration(op.W, p, q, max_vertices)
-            if vertex is not None:
-                value, exact, method = vertex, True, "enumeration of the vertices of the cube"
-        lower = value if exact else _lower_estimate(op, p, q)
-    return Sensitivity(value, exact, method, min(lower, value), p, q)
-
-
-def _signs(k: int, dtype, device) -> torch.Tensor:
-    """All sign vectors of length k with a fixed first sign (s and -s give the same norm)."""
-    rows = torch.tensor(list(itertools.product((1.0, -1.0), repeat=k - 1)), dtype=dtype, device=device)
-    return torch.cat([torch.ones(rows.shape[0], 1, dtype=dtype, device=device), rows.view(-1, k - 1)], dim=1)
-
-
-def _vertex_enumeration(W: torch.Tensor, p: float, q: float, max_vertices: int):
-    m, n = W.shape
-    options = []
-    if p == _INF and 2 ** (n - 1) <= max_vertices:
-        options.append((n, lambda s: _vec_norm(s @ W.T, q, dim=1)))
-    if q == 1.0 and 2 ** (m - 1) <= max_vertices:
-        options.append((m, lambda s: _vec_norm(s @ W, _dual(p), dim=1)))
-    if not options:
-        return None
-    k, ratio = min(options, key=lambda o: o[0])
-    s = _signs(k, W.dtype, W.device)
-    return float(max(ratio(s[i:i + 4096]).amax() for i in range(0, s.shape[0], 4096)))
-
-
-def _lower_estimate(op, p: float, q: float, iters: int = 50, samples: int = 256) -> float:
-    """The largest ||Wx||_q / ||x||_p over basis vectors, random sign vectors and a power iterate."""
-    gen = torch.Generator().manual_seed(0)
-    dtype = op.W.dtype if isinstance(op, _Dense) else op.K.dtype
-    device = op.W.device if isinstance(op, _Dense) else op.K.device
-    signs = (torch.randint(0, 2, (samples, op.n), generator=gen).to(dtype) * 2 - 1).to(device)
-    v = torch.randn(1, op.n, generator=gen, dtype=dtype).to(device)
-    for _ in range(iters):  # power iteration on W^T W: its direction is good for every (p, q)
-        w = op.apply(v)
-        v = torch.autograd.functional.vjp(op.apply, v, w)[1] if isinstance(op, _Conv) else w @ op.W
-        v = v / v.norm().clamp_min(1e-30)
-    points = torch.cat([signs, v, v.sign()])
-    ratios = _vec_norm(op.apply(points), q, dim=1) / _vec_norm(points, p, dim=1)
-    best = float(ratios.amax())
-    return max(best, float(op.col_norms(q).amax()))  # a basis vector e_j has ||e_j||_p = 1
+    return _lip.operator_norm(layer, p, q, input_shape=input_shape, max_vertices=max_vertices,
+                              unroll_limit=unroll_limit)
 
 
 # =========================================================================== mechanisms
@@ -464,26 +242,23 @@ def max_eps(expected_top, expected_runner_up, delta) -> torch.Tensor:
 class NoiseLayer(nn.Module):
     r"""Adds Laplace(0, ``scale``) or N(0, ``scale``\ :sup:`2`) noise, in training *and* evaluation.
 
-    Draws come from torch's global generator, or from :attr:`generator` when one is set
-    (:func:`expected_scores` sets one to make its estimates reproducible).
+    The noise is :attr:`distribution`, a :class:`~robustlab.smoothing.sampling.LaplaceNoise`
+    or :class:`~robustlab.smoothing.sampling.GaussianNoise` of the sampling engine. A
+    forward pass draws from torch's global generator (training, attacks);
+    :func:`expected_scores` and :func:`certify` draw each input's noise from its own
+    seeded stream instead.
     """
 
     def __init__(self, mechanism: str, scale: float):
         super().__init__()
         self.mechanism = check_choice(mechanism, "mechanism", ("laplace", "gaussian"))
         self.scale = float(check_positive(scale, "scale"))
-        self.generator = None
+        self.distribution = (_sampling.GaussianNoise(self.scale) if self.mechanism == "gaussian"
+                             else _sampling.LaplaceNoise(self.scale))
 
     def sample(self, shape, like: torch.Tensor) -> torch.Tensor:
-        gen = self.generator
-        if gen is not None and gen.device != like.device:
-            gen = None
-        if self.mechanism == "gaussian":
-            z = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
-        else:  # the difference of two Exp(1) variables is Laplace(0, 1)
-            u = torch.rand((2,) + tuple(shape), generator=gen, device=like.device, dtype=like.dtype)
-            z = torch.log1p(-u[1]) - torch.log1p(-u[0])
-        return self.scale * z
+        """Noise of shape ``shape`` on the device and dtype of ``like``, from the global generator."""
+        return self.distribution.draw(tuple(shape), None, like.device, like.dtype)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.sample(h.shape, h)
@@ -590,17 +365,20 @@ class PixelDP(nn.Module):
         return w / per_input
 
     def _sensitivity(self):
-        op = _operator(self.first, self._effective_weight(), self.input_shape, self.unroll_limit)
-        return _operator_norm(op, self.p, self.q)
+        op = _lip.linear_operator(self.first, self._effective_weight(), self.input_shape, self.unroll_limit)
+        return _lip.norm_bound(op, self.p, self.q)
 
     def layer_sensitivity(self) -> float:
         r"""The current :math:`N_{p,q}` (or its upper bound) of the first layer before normalization."""
         with torch.no_grad():
             return float(self._sensitivity()[0])
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The first layer's output divided by its sensitivity, before the noise."""
-        value, _, _ = self._sensitivity()
+    def features(self, x: torch.Tensor, sensitivity=None) -> torch.Tensor:
+        """The first layer's output divided by its sensitivity, before the noise.
+
+        ``sensitivity`` (the value of :meth:`layer_sensitivity`) skips recomputing it.
+        """
+        value = self._sensitivity()[0] if sensitivity is None else sensitivity
         return self.first(self.pre(x)) / value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -681,74 +459,56 @@ def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 
 # =========================================================================== expected scores
 
 
-@contextlib.contextmanager
-def _seeded_noise(model: nn.Module, seed: int | None, device):
-    layers = [m for m in model.modules() if isinstance(m, NoiseLayer)]
-    if seed is None or not layers:
-        yield
-        return
-    gen = torch.Generator(device=device).manual_seed(seed)
-    old = [m.generator for m in layers]
-    for m in layers:
-        m.generator = gen
-    try:
-        yield
-    finally:
-        for m, g in zip(layers, old):
-            m.generator = g
+class _NoisyFeatures(_sampling.Noise):
+    """PixelDP's randomization of one input: its normalized first-layer output plus the noise
+    layer's noise (the part of the network before the noise runs once per block, deterministically)."""
 
+    def __init__(self, net: "PixelDP", sensitivity: torch.Tensor):
+        self.net, self.value = net, sensitivity
+        self.device, self.dtype = _models.device_of(net), _models.dtype_of(net)
 
-def _score_sums(model, x, n, scores, batch_size, seed, progress):
-    """Sums over n noise draws of the scores, shape (B, K), float64, on the CPU."""
-    device = _models.device_of(model)
-    per_input = max(1, min(n, batch_size))
-    inputs_per_chunk = max(1, batch_size // per_input)
-    sums = []
-    was_training = model.training
-    model.eval()
-    bar = config.progress_bar(x.shape[0] * n, "noise draws", config.progress_enabled(progress), unit="draw")
-    try:
-        with torch.no_grad(), _seeded_noise(model, seed, device):
-            for i in range(0, x.shape[0], inputs_per_chunk):
-                xb = x[i:i + inputs_per_chunk].to(device)
-                acc = None
-                for start in range(0, n, per_input):
-                    m = min(per_input, n - start)
-                    logits = model(xb.repeat_interleave(m, dim=0))
-                    k = logits.shape[1]
-                    if scores == "softmax":
-                        s = logits.double().softmax(1)
-                    else:
-                        s = F.one_hot(logits.argmax(1), k).double()
-                    s = s.view(xb.shape[0], m, k).sum(1)
-                    acc = s if acc is None else acc + s
-                    bar.update(xb.shape[0] * m)
-                sums.append(acc.cpu())
-    finally:
-        bar.close()
-        model.train(was_training)
-    return torch.cat(sums)
+    def sample(self, x_i, size, generator):
+        h = self.net.features(x_i[None].to(device=self.device, dtype=self.dtype), self.value)[0]
+        noise = self.net.noise.distribution.draw((size, *h.shape), generator, h.device, h.dtype)
+        return noise.add_(h)
 
 
 def _check_scoring_args(model, x, n, scores, batch_size, seed):
-    check_model(model)
+    if not isinstance(model, PixelDP):
+        raise TypeError(f"model must be a PixelDP network (its noise layer is what is sampled), "
+                        f"got {type(model).__name__}")
     check_images(x, "x")
     check_positive_int(n, "n")
     check_choice(scores, "scores", SCORES)
     check_positive_int(batch_size, "batch_size")
     if seed is not None:
-        check_positive_int(seed, "seed", allow_zero=True)
+        _sampling.seeds(seed, x.shape[0])  # checks the seed(s)
+
+
+def _score_sums(model: "PixelDP", x, n, scores, batch_size, seed, progress):
+    """Sums over n noise draws of the scores, (B, K) float64 on the device of x: input i's noise
+    from its own stream seeded seed + i, through the sampling engine on the rest of the network."""
+    with _models.eval_mode(model), torch.no_grad():
+        noise = _NoisyFeatures(model, model._sensitivity()[0])
+        mode = "counts" if scores == "argmax" else "scores"
+        sums = _sampling.sample(model.rest, x, n, noise, mode=mode, seed=seed, batch_size=batch_size,
+                                progress=progress, desc="PixelDP: noise draws")
+    return sums.double()
 
 
 def expected_scores(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores: str = "argmax",
-                    batch_size: int = 4096, seed: int | None = 0, progress: bool | None = None) -> torch.Tensor:
-    r"""Monte Carlo estimate :math:`\hat E[A(x)] = \frac1n \sum_{t=1}^n A^{(t)}(x)`, shape (B, K).
+                    batch_size: int = 4096, seed=0, progress: bool | None = None) -> torch.Tensor:
+    r"""Monte Carlo estimate :math:`\hat E[A(x)] = \frac1n \sum_{t=1}^n A^{(t)}(x)`, shape (B, K), float64.
 
-    ``model`` is randomized (a :class:`PixelDP` network; its noise is on in eval mode).
-    With ``scores="argmax"`` the score vector of a draw is the one-hot of its predicted
-    class, so the estimate holds class frequencies; with ``"softmax"`` it is the softmax
-    output. Both lie in :math:`[0, 1]^K`, as Lemma 1 needs. All inputs are processed
-    batch-first (``batch_size`` rows per forward pass); ``seed`` fixes the noise draws.
+    ``model`` is a :class:`PixelDP` network. With ``scores="argmax"`` the score vector of a
+    draw is the one-hot of its predicted class, so the estimate holds class frequencies;
+    with ``"softmax"`` it is the softmax output. Both lie in :math:`[0, 1]^K`, as Lemma 1
+    needs. The part of the network before the noise runs once per input; input
+    :math:`i`'s noise comes from its own stream seeded ``seed + i`` (or ``seed[i]``;
+    ``None`` draws the seeds from torch's global generator), and the noisy representations
+    are packed into forward passes of ``batch_size`` through the rest of the network
+    (:func:`robustlab.smoothing.sampling.sample`), so an estimate does not depend on
+    ``batch_size`` or on the other inputs of the batch. Returned on the device of ``x``.
 
     Examples
     --------
@@ -764,51 +524,41 @@ def expected_scores(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores:
 def score_bounds(mean: torch.Tensor, n: int, *, alpha: float = 0.05, scores: str = "argmax"):
     r"""Bounds ``(lower, upper)`` on every :math:`E[A_k(x)]`, simultaneously at confidence 1 - alpha.
 
-    Each of the :math:`K` classes gets a two-sided interval at level :math:`\alpha / K`
-    (Bonferroni), so that all :math:`K` intervals hold at once with probability at least
-    :math:`1 - \alpha`:
+    Each of the :math:`K` classes gets a two-sided interval at level
+    :math:`a = \alpha / K` (:func:`robustlab.stats.bonferroni`), so that all :math:`K`
+    intervals hold at once with probability at least :math:`1 - \alpha`:
 
-    * ``"argmax"`` (counts :math:`c_k = n \hat E_k`, exactly binomial): exact
-      Clopper--Pearson bounds, ``beta.ppf(a/2, c, n - c + 1)`` and
-      ``beta.ppf(1 - a/2, c + 1, n - c)`` with :math:`a = \alpha/K`;
+    * ``"argmax"`` (counts :math:`c_k = n \hat E_k`, exactly binomial): the two-sided
+      Clopper--Pearson interval at level :math:`a` (:func:`robustlab.stats.clopper_pearson`);
     * ``"softmax"`` (averages of scores in [0, 1]): Hoeffding's inequality,
-      :math:`\hat E_k \pm \sqrt{\ln(2K/\alpha) / (2n)}`, cut to [0, 1] (where the
-      expectation lies).
+      :math:`\hat E_k \pm \sqrt{\ln(2/a) / (2n)}` (:func:`robustlab.stats.hoeffding`), cut
+      to [0, 1] (where the expectation lies).
 
     >>> lo, hi = score_bounds(torch.tensor([[0.9, 0.1]]), 100, alpha=0.05)
     >>> bool(lo[0, 0] < 0.9 < hi[0, 0]), bool(lo[0, 1] < 0.1 < hi[0, 1])
     (True, True)
     """
-    from scipy.stats import beta
-
     if not isinstance(mean, torch.Tensor) or mean.dim() != 2:
         raise ValueError("mean must be a (B, K) tensor of estimated expected scores")
     mean = mean.double().cpu()
     if bool(torch.isnan(mean).any()) or bool((mean < 0).any()) or bool((mean > 1).any()):
         raise ValueError("mean must hold estimated expected scores in [0, 1]")
     check_positive_int(n, "n")
-    check_positive(alpha, "alpha")
-    if alpha >= 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    alpha = check_probability(alpha, "alpha")
     check_choice(scores, "scores", SCORES)
-    k = mean.shape[1]
-    a = alpha / k
+    a = _stats.bonferroni(alpha, mean.shape[1])
     if scores == "softmax":
-        t = math.sqrt(math.log(2.0 / a) / (2.0 * n))
+        t = _stats.hoeffding(n, a)
         return (mean - t).clamp_min(0.0), (mean + t).clamp_max(1.0)
     counts = torch.round(mean * n)
     if bool((torch.abs(counts - mean * n) > 1e-6 * n).any()):
         raise ValueError(f"with scores='argmax', mean * n must be whole counts (n = {n})")
-    c = counts.numpy()
-    lower = torch.from_numpy(beta.ppf(a / 2, c, n - c + 1)).nan_to_num(0.0)
-    upper = torch.from_numpy(beta.ppf(1 - a / 2, c + 1, n - c)).nan_to_num(1.0)
-    lower = torch.where(counts == 0, torch.zeros_like(lower), lower)
-    upper = torch.where(counts == n, torch.ones_like(upper), upper)
-    return lower, upper
+    lower, upper = _stats.clopper_pearson(counts.long(), n, a, side="two-sided")
+    return torch.from_numpy(lower), torch.from_numpy(upper)
 
 
 def predict(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores: str = "argmax", batch_size: int = 4096,
-            seed: int | None = 0, progress: bool | None = None) -> torch.Tensor:
+            seed=0, progress: bool | None = None) -> torch.Tensor:
     r"""The smoothed prediction :math:`\arg\max_k \hat E[A_k(x)]` (B,), ties to the lower index."""
     return expected_scores(model, x, n=n, scores=scores, batch_size=batch_size, seed=seed,
                            progress=progress).argmax(1)
@@ -817,72 +567,12 @@ def predict(model: nn.Module, x: torch.Tensor, *, n: int = 1000, scores: str = "
 # =========================================================================== certify
 
 
-@dataclasses.dataclass
-class DPCertificate:
-    r"""PixelDP certificates for a batch: per input a prediction, a flag and an :math:`L_p` radius.
-
-    With probability at least :math:`1 - \alpha` over the noise draws, for every input
-    with ``certified`` True, the smoothed classifier :math:`\arg\max_k E[A_k(\cdot)]`
-    predicts ``prediction`` at every :math:`x'` with :math:`\|x' - x\|_p < ` ``radius``
-    (pixel units, :math:`p` = ``norm``).
-
-    Attributes
-    ----------
-    prediction : torch.Tensor
-        (B,) int64, :math:`\arg\max_k \hat E[A_k(x)]` (PixelDP always predicts).
-    certified : torch.Tensor
-        (B,) bool, ``radius > 0``.
-    radius : torch.Tensor
-        (B,) float64, the certified radius (0 where nothing certifies).
-    eps : torch.Tensor
-        (B,) float64, the :math:`\varepsilon` of the mechanism at ``radius``.
-    lower_top, upper_runner_up : torch.Tensor
-        (B,) float64, the bounds the proposition was applied to.
-    expected : torch.Tensor
-        (B, K) float64, the Monte Carlo estimates.
-    delta, alpha, norm, n, scores
-        The guarantee's :math:`\delta`, confidence level, attack norm, number of noise
-        draws and kind of scores.
-    """
-
-    prediction: torch.Tensor
-    certified: torch.Tensor
-    radius: torch.Tensor
-    eps: torch.Tensor
-    lower_top: torch.Tensor
-    upper_runner_up: torch.Tensor
-    expected: torch.Tensor
-    delta: float
-    alpha: float
-    norm: str
-    n: int
-    scores: str
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
-
-    @property
-    def certified_prediction(self) -> torch.Tensor:
-        """``prediction`` where certified, :data:`ABSTAIN` elsewhere."""
-        return torch.where(self.certified, self.prediction, torch.full_like(self.prediction, ABSTAIN))
-
-    def certified_at(self, radius: float) -> torch.Tensor:
-        """(B,) bool: certified for every perturbation of norm at most ``radius`` (``self.radius > radius``)."""
-        check_nonneg(radius, "radius", allow_tensor=False)
-        return self.certified & (self.radius > radius)
-
-    def certified_accuracy(self, y: torch.Tensor, radius: float = 0.0) -> float:
-        """Fraction of inputs both correctly predicted and certified beyond ``radius``."""
-        check_labels(y, "y", batch_size=len(self))
-        return float((self.certified_at(radius) & (self.prediction == y.cpu())).double().mean())
-
-
 def certify(model: PixelDP, x: torch.Tensor, *, n: int = 1000, alpha: float = 0.05, scores: str = "argmax",
-            batch_size: int = 4096, seed: int | None = 0, progress: bool | None = None) -> DPCertificate:
+            batch_size: int = 4096, seed=0, progress: bool | None = None) -> Certificate:
     r"""PixelDP certification: the largest radius at which the proposition holds on the bounds.
 
     1. Estimate :math:`\hat E[A(x)]` from ``n`` noise draws (:func:`expected_scores`) and
-       predict :math:`i = \arg\max_k \hat E_k`.
+       predict :math:`i = \arg\max_k \hat E_k` (the lower index on a tie).
     2. Bound every class at once at confidence :math:`1 - \alpha`
        (:func:`score_bounds`): :math:`\underline{E}_i` and
        :math:`\overline{E}_{j} = \max_{j \ne i} \overline{E}_j`.
@@ -893,27 +583,34 @@ def certify(model: PixelDP, x: torch.Tensor, *, n: int = 1000, alpha: float = 0.
        i.e. iff :math:`\varepsilon(R) <` :func:`max_eps`; the certified radius is
        :math:`R^\star = \varepsilon^{-1}(\min(\varepsilon^\star, \varepsilon_{\max}))`, with
        :math:`\varepsilon_{\max} = 1` for Gaussian noise (the limit of its DP guarantee).
-       Where the condition fails even as :math:`R \to 0`, the input is not certified
-       (radius 0, :data:`ABSTAIN` in ``certified_prediction``).
+       Where the condition fails even as :math:`R \to 0`, the radius is 0.
 
-    Guarantee: with probability at least :math:`1 - \alpha`, every certified input keeps
-    its prediction under every perturbation of :math:`L_p` norm below its radius.
+    PixelDP always predicts (it never abstains): the certificate's ``prediction`` is
+    :math:`i` for every input, with radius 0 where nothing is certified, so its certified
+    accuracy at radius 0 is the accuracy of the smoothed classifier and at :math:`r > 0`
+    counts the correct inputs with ``radius >= r``.
+
+    Guarantee: with probability at least :math:`1 - \alpha`, every input keeps its
+    prediction under every perturbation of :math:`L_p` norm below its radius.
+
+    Returns
+    -------
+    Certificate
+        Method ``"pixeldp"``, unit from the attack norm (L2, L1 or Linf pixels), ``alpha``;
+        statistics ``eps`` (the :math:`\varepsilon^\star` at the radius), ``lower_top``,
+        ``upper_runner_up`` (the bounds the proposition was applied to), ``expected``
+        ((B, K) Monte Carlo estimates), and the settings ``delta``, ``norm``, ``n``, ``scores``.
 
     Examples
     --------
     >>> net = build("mlp", "digits", norm="l2", L=0.1, width=2)
     >>> cert = certify(net, torch.rand(4, 1, 8, 8), n=200)
-    >>> len(cert), bool((cert.radius >= 0).all()), cert.norm
-    (4, True, 'l2')
+    >>> len(cert), bool((cert.radius >= 0).all()), cert.norm, cert.unit
+    (4, True, 'l2', 'L2 pixels')
     """
-    if not isinstance(model, PixelDP):
-        raise TypeError(f"model must be a PixelDP network (its noise fixes eps at each radius), "
-                        f"got {type(model).__name__}")
     _check_scoring_args(model, x, n, scores, batch_size, seed)
-    check_positive(alpha, "alpha")
-    if alpha >= 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    mean = _score_sums(model, x, n, scores, batch_size, seed, progress) / n
+    alpha = check_probability(alpha, "alpha")
+    mean = (_score_sums(model, x, n, scores, batch_size, seed, progress) / n).cpu()
     lower, upper = score_bounds(mean, n, alpha=alpha, scores=scores)
     pred = mean.argmax(1)
     lower_top = lower.gather(1, pred.view(-1, 1)).squeeze(1)
@@ -921,9 +618,9 @@ def certify(model: PixelDP, x: torch.Tensor, *, n: int = 1000, alpha: float = 0.
     upper_second = others.amax(1).clamp_min(0.0)
     eps_star = max_eps(lower_top, upper_second, model.delta).clamp_max(model.max_certifiable_eps)
     radius = model.radius_at(eps_star)
-    certified = radius > 0
-    return DPCertificate(pred, certified, radius, eps_star, lower_top, upper_second, mean, model.delta, alpha,
-                         model.norm, n, scores)
+    stats = {"eps": eps_star, "lower_top": lower_top, "upper_runner_up": upper_second, "expected": mean,
+             "delta": model.delta, "norm": model.norm, "n": int(n), "scores": scores}
+    return Certificate(pred, radius, UNITS[model.norm], "pixeldp", alpha, stats)
 
 
 class SmoothedScores(nn.Module):

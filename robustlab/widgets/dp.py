@@ -7,6 +7,7 @@ import math
 import torch
 
 from .._validate import check_nonneg, check_positive
+from ..certificates import Certificate
 from ..smoothing import dp as _dp
 from ._live import live
 
@@ -19,7 +20,7 @@ class DPConditionExplorer:
     The proposition certifies an input whose expected scores satisfy
     :math:`E_{\text{top}} > e^{2\varepsilon} E_{\text{runner-up}} + (1 + e^{\varepsilon})\delta`.
     In the plane of (runner-up, top) scores that is the region above a line; the scores
-    of real inputs (the bounds a :class:`~robustlab.smoothing.dp.DPCertificate` used) are
+    of real inputs (the bounds a certificate of :func:`~robustlab.smoothing.dp.certify` used) are
     drawn as points. The same :math:`(\varepsilon, \delta)` at radius :math:`L` costs
     Laplace noise of scale :math:`b = N L / \varepsilon` or Gaussian noise of
     :math:`\sigma = \sqrt{2\ln(1.25/\delta)}\, N L / \varepsilon` on a first layer of
@@ -59,10 +60,11 @@ class DPConditionExplorer:
         self.sensitivity = float(check_positive(sensitivity, "sensitivity"))
 
     @classmethod
-    def from_certificate(cls, cert: _dp.DPCertificate) -> "DPConditionExplorer":
-        """The explorer of a certificate's bounds (its scores, sensitivity 1)."""
-        if not isinstance(cert, _dp.DPCertificate):
-            raise TypeError(f"cert must be a DPCertificate, got {type(cert).__name__}")
+    def from_certificate(cls, cert: Certificate) -> "DPConditionExplorer":
+        """The explorer of a PixelDP certificate's bounds (its scores, sensitivity 1)."""
+        if not isinstance(cert, Certificate) or cert.method != "pixeldp":
+            raise TypeError(f"cert must be a PixelDP Certificate (from rl.smoothing.dp.certify), "
+                            f"got {type(cert).__name__}")
         return cls(cert.lower_top, cert.upper_runner_up)
 
     def update(self, eps: float, delta: float = 0.0, L: float = 0.1) -> dict:
