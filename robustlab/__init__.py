@@ -93,14 +93,15 @@ Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueE
 ``TypeError`` naming it; NumPy integers and floats are accepted wherever Python ones are.
 """
 
-from . import (attacks, certificates, certify, config, data, features, influence, models, norms, oracles, plot,
-               poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets)
+from . import (attacks, certificates, certify, config, data, features, influence, lipschitz, models, norms,
+               oracles, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certificates", "certify", "config", "data", "features", "influence", "models", "norms", "oracles", "plot",
+    "attacks", "certificates", "certify", "config", "data", "features", "influence", "lipschitz", "models", "norms",
+    "oracles", "plot",
     "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
     "__version__",
