@@ -6,7 +6,7 @@ the course is implemented once, here, in the notation of the chapters.
 Modules (one per concept of the course map):
 
 * :mod:`robustlab.config` -- the profile ("quick" CPU digits / "full" GPU data sets),
-  cache and data directories, progress bars.
+  cache and data directories, progress bars, torch's thread count.
 * :mod:`robustlab.data` -- the embedded digits, torchvision data sets, synthetic data.
 * :mod:`robustlab.models` -- ``Normalize`` and the architectures, device choice.
 * :mod:`robustlab.train` -- the training loop, evaluation, the trained-model cache.
@@ -95,7 +95,7 @@ Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueE
 
 from . import (attacks, certificates, certify, config, data, features, influence, lipschitz, models, norms,
                oracles, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets)
-from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress
+from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress, set_threads
 
 __version__ = "0.1.0"
 
@@ -103,6 +103,6 @@ __all__ = [
     "attacks", "certificates", "certify", "config", "data", "features", "influence", "lipschitz", "models", "norms",
     "oracles", "plot",
     "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
-    "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress",
+    "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress", "set_threads",
     "__version__",
 ]

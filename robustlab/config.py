@@ -21,6 +21,12 @@ Other settings, each with an environment variable and a function:
 * ``ROBUSTLAB_DATA`` / :func:`set_data_dir`: where torchvision data sets live
   (default ``<cache>/data``).
 * ``ROBUSTLAB_PROGRESS=0`` / :func:`set_progress`: switch progress bars off.
+* ``ROBUSTLAB_THREADS`` / :func:`set_threads`: how many threads torch computes with on
+  the CPU (see :func:`threads`). The quick profile's models are tiny, so it defaults to
+  one thread: a second thread saves nothing on them, and two processes that each run two
+  threads on a 2-core machine slow down several-fold. The full profile keeps torch's
+  default. The setting is applied (``torch.set_num_threads``) when robustlab is imported
+  and again by :func:`set_profile` and :func:`set_threads`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ._validate import check_choice
+import torch
+
+from ._validate import check_choice, check_positive_int
 
 __all__ = [
     "Profile",
@@ -44,6 +52,8 @@ __all__ = [
     "set_progress",
     "progress_bar",
     "smoke",
+    "threads",
+    "set_threads",
     "DEFAULT_EPS",
     "default_eps",
 ]
@@ -116,7 +126,12 @@ def default_eps(use: str = "attack", dataset: str | None = None) -> float:
     return DEFAULT_EPS[use][name]
 
 
-_state: dict = {"profile": None, "cache_dir": None, "data_dir": None, "progress": None}
+_state: dict = {"profile": None, "cache_dir": None, "data_dir": None, "progress": None, "threads": None}
+
+# Torch threads per profile when neither set_threads nor ROBUSTLAB_THREADS says otherwise
+# (None: torch's own default, which follows OMP_NUM_THREADS or the number of cores).
+DEFAULT_THREADS = {"quick": 1, "full": None}
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before robustlab changes it
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -150,6 +165,7 @@ def set_profile(name: str) -> Profile:
     """Switch every later call to the profile ``name`` (``"quick"`` or ``"full"``) and return it."""
     check_choice(name, "name", PROFILES)
     _state["profile"] = name
+    apply_threads()
     return profile()
 
 
@@ -204,3 +220,56 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "batch"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit=unit)
+
+
+def threads() -> int:
+    """How many threads torch computes with on the CPU under robustlab's settings.
+
+    :func:`set_threads`, else ``ROBUSTLAB_THREADS`` (a positive integer), else the active
+    profile's default: 1 for ``"quick"``, torch's own default for ``"full"``.
+
+    >>> import robustlab as rl
+    >>> rl.config.threads() >= 1
+    True
+    """
+    if _state["threads"] is not None:
+        return _state["threads"]
+    value = os.environ.get("ROBUSTLAB_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"ROBUSTLAB_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    default = DEFAULT_THREADS[profile().name]
+    return _TORCH_DEFAULT_THREADS if default is None else default
+
+
+def set_threads(n: int | None) -> int:
+    """Compute with ``n`` torch threads from now on (``None``: back to the default) and return the count.
+
+    >>> import robustlab as rl
+    >>> rl.set_threads(1)
+    1
+    >>> rl.set_threads(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be an integer >= 1, got 0
+    >>> _ = rl.set_threads(None)
+    """
+    _state["threads"] = None if n is None else check_positive_int(n, "n")
+    return apply_threads()
+
+
+def apply_threads() -> int:
+    """Set torch's thread count to :func:`threads` (robustlab does this on import) and return it."""
+    n = threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+try:
+    apply_threads()
+except ValueError as err:  # a bad ROBUSTLAB_THREADS or ROBUSTLAB_PROFILE: say so, but let the import succeed
+    import warnings
+
+    warnings.warn(f"robustlab could not apply its thread setting: {err}", RuntimeWarning, stacklevel=2)
