@@ -9,7 +9,9 @@ Modules (one per concept of the course map):
   cache and data directories, progress bars, torch's thread count.
 * :mod:`robustlab.data` -- the embedded digits, torchvision data sets, synthetic data.
 * :mod:`robustlab.models` -- ``Normalize`` and the architectures, device choice.
-* :mod:`robustlab.train` -- the training loop, evaluation, the trained-model cache.
+* :mod:`robustlab.train` -- the training loop, evaluation, the training step and ramp of losses.
+* :mod:`robustlab.cache` -- the content-addressed on-disk cache of models and ensembles.
+* :mod:`robustlab.zoo` -- every trained model of the chapters and labs as a named recipe.
 * :mod:`robustlab.norms` -- Lp norms, distances and projections.
 * :mod:`robustlab.attacks` -- adversarial attacks (FGSM, ...).
 * :mod:`robustlab.training` -- adversarial training (PGD, fast FGSM, TRADES, noise).
@@ -93,8 +95,8 @@ Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueE
 ``TypeError`` naming it; NumPy integers and floats are accepted wherever Python ones are.
 """
 
-from . import (attacks, certificates, certify, config, data, features, influence, lipschitz, models, norms,
-               oracles, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets)
+from . import (attacks, cache, certificates, certify, config, data, features, influence, lipschitz, models, norms,
+               oracles, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets, zoo)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress, set_threads
 
 __version__ = "0.1.0"
