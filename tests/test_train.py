@@ -85,6 +85,53 @@ def test_a_custom_loss_is_used(digits):
         rl.train.fit(rl.models.build("mlp", "digits", width=2), train, epochs=1, loss_fn=loss_fn, cache=True)
 
 
+def test_fit_passes_the_step_only_to_losses_that_declare_it(digits):
+    train, _ = digits
+    data = rl.data.subset(train, 10)
+    plain, stepped = [], []
+
+    def loss_fn(model, x, y):  # the plain protocol: three arguments, never a step
+        plain.append(x.shape[0])
+        return rl.train.cross_entropy_loss(model, x, y)
+
+    class Stepped:
+        wants_step = True
+
+        def __call__(self, model, x, y, step):
+            stepped.append(step)
+            return rl.train.cross_entropy_loss(model, x, y)
+
+    rl.train.fit(rl.models.build("mlp", "digits", width=1), data, epochs=2, batch_size=4, loss_fn=loss_fn,
+                 progress=False)
+    assert plain == [4, 4, 2] * 2
+    rl.train.fit(rl.models.build("mlp", "digits", width=1), data, epochs=2, batch_size=4, loss_fn=Stepped(),
+                 progress=False)
+    assert stepped == [rl.train.TrainingStep(e * 3 + b, e, b, 3, 6) for e in range(2) for b in range(3)]
+
+
+def test_ramp_is_linear_after_its_delay():
+    assert [rl.train.ramp(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [rl.train.ramp(s, 3, delay=2) for s in range(6)] == [0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]
+    assert rl.train.ramp(rl.train.TrainingStep(2, 0, 2, 10, 10), 4) == 0.75
+    assert rl.train.ramp(None, 4, delay=10) == 1.0 and rl.train.ramp(5, 0) == 1.0 and rl.train.ramp(1, 0, delay=2) == 0.0
+
+
+def test_an_unreadable_cache_file_is_trained_again_and_replaced(digits, tmp_path):
+    rl.set_cache_dir(tmp_path)
+    train, _ = digits
+    data = rl.data.subset(train, 64)
+    model = rl.models.build("mlp", "digits", width=1)
+    rl.train.fit(model, data, epochs=1, progress=False, cache=True)
+    (path,) = (tmp_path / "models").glob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])  # a file cut short
+    again = rl.models.build("mlp", "digits", width=1)
+    with pytest.warns(RuntimeWarning, match="unreadable cache file"):
+        hist = rl.train.fit(again, data, epochs=1, progress=False, cache=True)
+    assert not hist.from_cache
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    assert rl.train.fit(rl.models.build("mlp", "digits", width=1), data, epochs=1, progress=False, cache=True).from_cache
+
+
 def test_a_trained_model_carries_no_parameter_gradients(digits):
     train, _ = digits
     model = rl.models.build("mlp", "digits", width=2)
@@ -109,6 +156,8 @@ def test_predict_batches_and_returns_labels(digits):
     a = rl.train.predict(model, test.x, batch_size=7)
     b = rl.train.predict(model, test.x)
     assert torch.equal(a, b) and a.dtype == torch.int64 and a.shape == test.y.shape
+    assert a.device == test.x.device  # returned on the input's device
+    assert rl.train.predict_proba(model.double(), test.x[:3]).dtype == torch.float64  # x moved to the model's dtype
 
 
 def test_history_plots(digits):
