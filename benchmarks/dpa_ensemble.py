@@ -89,8 +89,9 @@ def main(argv=None):
     ens = poisoning.train_dpa(train, args.k, arch=args.arch, dataset=args.dataset, width=args.width, device=device,
                               seed=0, **kw)
     cert = ens.certify(test.x)
-    acc = cert.certified_accuracy(test.y, (0, 1, 2, 5, 10))
-    print("certified accuracy at poison sizes " + ", ".join(f"{r}: {a:.3f}" for r, a in acc.items()))
+    sizes = (0, 1, 2, 5, 10)
+    acc = cert.certified_accuracy(test.y, at=sizes)
+    print("certified accuracy at poison sizes " + ", ".join(f"{r}: {a:.3f}" for r, a in zip(sizes, acc)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ detector, and the certified defenses of Levine and Feizi:
    base model per partition; the plurality vote of the :math:`k` models, the lower class
    index winning ties, is certified against
    :math:`\lfloor (n_{c_1} - n_{c_2} - [c_2 < c_1]) / 2 \rfloor` insertions or deletions of
-   training samples (:func:`certify_dpa`).
+   training samples (:func:`certify_dpa`; the votes are counted by :mod:`robustlab.votes`).
    **SS-DPA** certifies against label flips: its base models see every (unlabeled) training
    input and the labels of one partition (:class:`SSDPA`).
 4. **Finite Aggregation** (Wang, Levine and Feizi, 2022): :math:`kd` buckets, each of the
@@ -54,6 +54,8 @@ from torch import nn
 from . import config
 from . import data as _data
 from . import models as _models
+from .certificates import UNITS, Certificate
+from .votes import gap_radius, plurality, top_two, vote_counts
 from ._validate import (check_choice, check_finite, check_images, check_labels, check_model, check_positive,
                         check_positive_int, check_tensor, check_xy)
 
@@ -70,9 +72,6 @@ __all__ = [
     "hash_partition",
     "fa_shifts",
     "fa_assignment",
-    "vote_counts",
-    "plurality",
-    "PoisonCertificate",
     "certify_dpa",
     "certify_fa",
     "PartitionEnsemble",
@@ -417,22 +416,25 @@ def spectral_signature_scores(representations: torch.Tensor, labels: torch.Tenso
     return scores.to(representations.dtype if representations.is_floating_point() else torch.float32)
 
 
-def spectral_filter(representations: torch.Tensor, labels: torch.Tensor, eps: float, *, factor: float = 1.5,
+def spectral_filter(representations: torch.Tensor, labels: torch.Tensor, rate: float, *, factor: float = 1.5,
                     classes=None) -> torch.Tensor:
-    r"""Tran et al.'s filter: drop the top ``factor * eps`` fraction of spectral scores per label.
+    r"""Tran et al.'s filter: drop the top ``factor * rate`` fraction of spectral scores per label.
 
     As in the paper's Algorithm 1 every label is filtered by default (the defender does
     not know the target); ``classes`` restricts the filter to some labels (e.g. a known
     target, as in the paper's per-target evaluation). From a label with :math:`n_y`
     samples, :math:`\lfloor \text{factor}\cdot\varepsilon\, n_y \rfloor` samples with the
     largest :func:`spectral_signature_scores` are removed, so at most
-    ``factor * eps`` of any label goes. Retrain on the kept samples.
+    ``factor * rate`` of any label goes. Retrain on the kept samples. ``rate`` is Tran et
+    al.'s :math:`\varepsilon`, a poison fraction, named as in :func:`backdoor` and
+    :func:`label_flip` (the name ``eps`` is kept for the contamination fraction of
+    :mod:`robustlab.robuststats`, chapter 9).
 
     Parameters
     ----------
     representations : tensor (N, D)
     labels : int64 tensor (N,)
-    eps : float in [0, 1]
+    rate : float in [0, 1]
         An upper bound on the poisoned fraction of a label.
     factor : float
         1.5 in the paper.
@@ -447,12 +449,12 @@ def spectral_filter(representations: torch.Tensor, labels: torch.Tensor, eps: fl
     Examples
     --------
     >>> r = torch.cat([torch.zeros(9, 2), torch.tensor([[4., 4.]])]) + 0.01 * torch.arange(10.)[:, None]
-    >>> keep = spectral_filter(r, torch.zeros(10, dtype=torch.long), eps=0.1)
+    >>> keep = spectral_filter(r, torch.zeros(10, dtype=torch.long), rate=0.1)
     >>> keep.tolist()
     [True, True, True, True, True, True, True, True, True, False]
     """
     scores = spectral_signature_scores(representations, labels)
-    eps = _rate(eps, "eps")
+    rate = _rate(rate, "rate")
     check_positive(factor, "factor")
     labels = labels.to(scores.device)
     present = torch.unique(labels).tolist()
@@ -463,7 +465,7 @@ def spectral_filter(representations: torch.Tensor, labels: torch.Tensor, eps: fl
     keep = torch.ones(labels.shape[0], dtype=torch.bool, device=scores.device)
     for c in classes:
         idx = torch.nonzero(labels == c).flatten()
-        n_remove = int(math.floor(factor * eps * idx.numel() + 1e-9))
+        n_remove = int(math.floor(factor * rate * idx.numel() + 1e-9))
         if n_remove == 0:
             continue
         # a stable sort: equal scores are removed in index order, reproducibly
@@ -550,80 +552,14 @@ def fa_assignment(x: torch.Tensor, k: int, d: int = 1, *, seed: int = 0) -> torc
     return (bucket[:, None] + fa_shifts(k, d, seed=seed)[None, :]) % n_models
 
 
-def vote_counts(votes: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Count the base models' votes: (B, M) class indices -> (B, n_classes) counts.
-
-    >>> vote_counts(torch.tensor([[2, 0, 2, 1]]), 3)
-    tensor([[1, 1, 2]])
-    """
-    check_tensor(votes, "votes")
-    if votes.dtype != torch.int64 or votes.dim() != 2:
-        raise ValueError("votes must be an int64 tensor of shape (B, n_models), "
-                         f"got {votes.dtype} {tuple(votes.shape)}")
-    check_positive_int(n_classes, "n_classes")
-    if votes.numel() and (int(votes.min()) < 0 or int(votes.max()) >= n_classes):
-        raise ValueError(f"votes must be class indices in [0, {n_classes}), got values in "
-                         f"[{int(votes.min())}, {int(votes.max())}]")
-    counts = torch.zeros(votes.shape[0], n_classes, dtype=torch.long, device=votes.device)
-    return counts.scatter_add_(1, votes, torch.ones_like(votes))
+def _aggregation_certificate(votes: torch.Tensor, n_classes: int, method: str, unit: str) -> Certificate:
+    counts = vote_counts(votes, _n_classes_of(None, n_classes))
+    top = top_two(counts)
+    radius = gap_radius(top.n1, top.n2, top.c1, top.c2)
+    return Certificate(top.c1, radius, unit, method, alpha=None, stats={"counts": counts})
 
 
-def plurality(counts: torch.Tensor) -> torch.Tensor:
-    """The plurality class of each row of ``counts`` (B, C); a tie goes to the lower class index.
-
-    >>> plurality(torch.tensor([[1, 3, 3], [2, 0, 1]]))
-    tensor([1, 0])
-    """
-    check_tensor(counts, "counts")
-    if counts.dim() != 2:
-        raise ValueError(f"counts must have shape (B, n_classes), got {tuple(counts.shape)}")
-    n_classes = counts.shape[1]
-    index = torch.arange(n_classes, device=counts.device).expand_as(counts)
-    best = counts.max(1, keepdim=True).values
-    return torch.where(counts == best, index, n_classes).min(1).values
-
-
-class PoisonCertificate(NamedTuple):
-    """Certificates of an aggregation defense, batch-first.
-
-    Attributes
-    ----------
-    prediction : int64 tensor (B,)
-        The plurality vote (ties to the lower class index). Aggregation always predicts:
-        there is no abstain value.
-    radius : int64 tensor (B,)
-        Certified poison size: the prediction cannot change under any ``radius`` or fewer
-        poisoned training samples, counted in ``unit``.
-    counts : int64 tensor (B, C)
-        Votes per class.
-    unit : str
-        ``"insertions or deletions"`` (DPA, FA) or ``"label flips"`` (SS-DPA). Replacing one
-        sample by another counts as a deletion and an insertion.
-    """
-
-    prediction: torch.Tensor
-    radius: torch.Tensor
-    counts: torch.Tensor
-    unit: str = "insertions or deletions"
-
-    def certified(self, y: torch.Tensor, poison_size: int) -> torch.Tensor:
-        """Bool (B,): correct *and* certified against ``poison_size`` poisoned samples."""
-        check_labels(y, "y", batch_size=self.prediction.shape[0])
-        check_positive_int(poison_size, "poison_size", allow_zero=True)
-        return (self.prediction.cpu() == y.cpu()) & (self.radius.cpu() >= poison_size)
-
-    def certified_accuracy(self, y: torch.Tensor, poison_sizes=(0, 1, 2, 5, 10)) -> dict:
-        """``{r: fraction certified correct at poison size r}``; ``r = 0`` is the clean accuracy."""
-        return {int(r): float(self.certified(y, int(r)).float().mean()) for r in poison_sizes}
-
-
-def _runner_up(counts: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-    masked = counts.clone()
-    masked.scatter_(1, prediction[:, None], -1)
-    return plurality(masked)
-
-
-def certify_dpa(votes: torch.Tensor, n_classes: int, *, unit: str = "insertions or deletions") -> PoisonCertificate:
+def certify_dpa(votes: torch.Tensor, n_classes: int) -> Certificate:
     r"""DPA's certificate from the votes of the :math:`k` base models (Levine and Feizi, 2021, Thm. 1).
 
     With :math:`c_1` the plurality class (ties to the lower index), :math:`c_2` the runner-up
@@ -634,8 +570,10 @@ def certify_dpa(votes: torch.Tensor, n_classes: int, *, unit: str = "insertions 
 
     insertions or deletions of training samples: each one changes one partition, hence one
     vote, which moves the gap between two classes by at most 2, and :math:`c_1` still wins
-    while :math:`n_{c_1} - n_{c_2} - [c_2 < c_1] \ge 0`. This holds for *any* deterministic
-    base learner, provided each base model depends only on its own partition.
+    while :math:`n_{c_1} - n_{c_2} - [c_2 < c_1] \ge 0` (:func:`robustlab.votes.gap_radius`
+    of :func:`robustlab.votes.top_two`). This holds for *any* deterministic base learner,
+    provided each base model depends only on its own partition. Replacing one sample by
+    another counts as a deletion and an insertion.
 
     Parameters
     ----------
@@ -645,25 +583,25 @@ def certify_dpa(votes: torch.Tensor, n_classes: int, *, unit: str = "insertions 
 
     Returns
     -------
-    PoisonCertificate
+    Certificate
+        The shared :class:`robustlab.certificates.Certificate`: ``prediction`` the
+        plurality vote (aggregation always predicts: it never abstains), ``radius`` the
+        certified poison size (int64), unit ``UNITS["poison"]``, method ``"dpa"``,
+        ``alpha`` None, and the statistic ``counts`` (B, C), the votes per class.
 
     Examples
     --------
     >>> cert = certify_dpa(torch.tensor([[0, 0, 0, 0, 1, 2], [1, 1, 0, 0, 2, 2]]), 3)
-    >>> cert.prediction.tolist(), cert.radius.tolist()
-    ([0, 0], [1, 0])
+    >>> cert.prediction.tolist(), cert.radius.tolist(), cert.counts[0].tolist()
+    ([0, 0], [1, 0], [4, 1, 1])
+    >>> cert.certified_accuracy(torch.tensor([0, 0]), at=[0, 1, 2])
+    array([1. , 0.5, 0. ])
     """
-    counts = vote_counts(votes, _n_classes_of(None, n_classes))
-    c1 = plurality(counts)
-    c2 = _runner_up(counts, c1)
-    n1 = counts.gather(1, c1[:, None])[:, 0]
-    n2 = counts.gather(1, c2[:, None])[:, 0]
-    radius = torch.div(n1 - n2 - (c2 < c1).long(), 2, rounding_mode="floor")
-    return PoisonCertificate(c1, radius, counts, unit)
+    return _aggregation_certificate(votes, n_classes, "dpa", UNITS["poison"])
 
 
 def certify_fa(votes: torch.Tensor, n_classes: int, k: int, d: int, *, seed: int = 0,
-               chunk: int = 256) -> PoisonCertificate:
+               chunk: int = 256) -> Certificate:
     r"""Finite Aggregation's certificate (Wang, Levine and Feizi, 2022, Thm. 2).
 
     The :math:`kd` base models vote; bucket :math:`b` feeds the models
@@ -694,7 +632,8 @@ def certify_fa(votes: torch.Tensor, n_classes: int, k: int, d: int, *, seed: int
 
     Returns
     -------
-    PoisonCertificate
+    Certificate
+        As :func:`certify_dpa`'s, with method ``"fa"``.
 
     Examples
     --------
@@ -729,7 +668,7 @@ def certify_fa(votes: torch.Tensor, n_classes: int, k: int, d: int, *, seed: int
         r = (top <= margin[:, :, None]).sum(2)
         r = torch.where(classes[None, :] == c[:, None], torch.full_like(r, n_models + 1), r)
         radius[i:i + chunk] = r.min(1).values
-    return PoisonCertificate(pred, radius, counts)
+    return Certificate(pred, radius, UNITS["poison"], "fa", alpha=None, stats={"counts": counts})
 
 
 # =========================================================================== 4. the vectorized ensemble
@@ -754,9 +693,9 @@ class PartitionEnsemble:
     """``k * d`` base models trained on their own parts of the data, evaluated as one vectorized ensemble.
 
     Made by :func:`train_dpa` (``d = 1``) and :func:`train_fa`. ``votes(x)`` runs all base
-    models in one ``vmap``-ed forward pass; ``certify(x)`` returns a
-    :class:`PoisonCertificate` (:func:`certify_dpa` for ``d = 1``, :func:`certify_fa`
-    otherwise); ``model(i)`` gives base model ``i`` as an ordinary module.
+    models in one ``vmap``-ed forward pass; ``certify(x)`` returns the shared
+    :class:`~robustlab.certificates.Certificate` (:func:`certify_dpa` for ``d = 1``,
+    :func:`certify_fa` otherwise); ``model(i)`` gives base model ``i`` as an ordinary module.
     """
 
     def __init__(self, template: nn.Module, params: dict, buffers: dict, *, k: int, d: int, seed: int, n_classes: int,
@@ -806,8 +745,8 @@ class PartitionEnsemble:
         """The class each base model predicts, shape (B, n_models)."""
         return self.logits(x, batch_size=batch_size).argmax(2).T.contiguous()
 
-    def certify(self, x: torch.Tensor, *, batch_size: int = 512) -> PoisonCertificate:
-        """Plurality prediction and certified poison size of each input (see :class:`PoisonCertificate`)."""
+    def certify(self, x: torch.Tensor, *, batch_size: int = 512) -> Certificate:
+        """Plurality prediction and certified poison size of each input (:func:`certify_dpa`, :func:`certify_fa`)."""
         votes = self.votes(x, batch_size=batch_size)
         if self.d == 1:
             return certify_dpa(votes, self.n_classes)
@@ -931,10 +870,13 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     (``torch.func.stack_module_state``) and one ``vmap``-ed forward and backward pass per
     step serves every model. At each step model :math:`m` takes the next ``batch_size``
     samples of its own shuffled list; partitions of unequal size are handled by masking:
-    the rows past the end of a model's list carry weight 0, its loss is the mean over its
-    real rows, and a model whose list is used up for this epoch takes no optimizer step
-    (a per-model Adam, so waiting changes nothing). Model :math:`m` is therefore a
-    deterministic function of the *set* of its samples, its index and ``seed``: its
+    every list is padded to the same whole number of batches, the padding rows (a zero
+    input) carry weight 0, a model's loss is the mean over its real rows, and a model
+    whose list is used up for this epoch takes no optimizer step (a per-model Adam, so
+    waiting changes nothing). Every batch is ``batch_size`` rows wide, so even the
+    floating-point arithmetic of model :math:`m` does not depend on the other partitions:
+    model :math:`m` is a deterministic function, bit for bit, of the *set* of its samples,
+    its index and ``seed``: its
     initial weights come from ``base(seed * 1_000_003 + m)``, its sample order from a
     generator seeded by ``(seed, m)`` over its samples sorted by content (8-bit pixels,
     then label). That is what the aggregation certificates require. Data augmentation
@@ -1014,9 +956,17 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     sizes = torch.bincount(flat_model, minlength=n_models)
     groups = list(torch.split(flat_sample, sizes.tolist()))
     orders, aug_rand = _model_orders(groups, epochs, seed, n_random=_N_RANDOM if plan is not None else 0)
-    orders = orders.to(device)
+    # every step's batch is batch_size rows wide for every model: the lists are padded to a
+    # whole number of batches, so no model's arithmetic depends on the longest partition
     steps = math.ceil(orders.shape[2] / batch_size)
+    pad = steps * batch_size - orders.shape[2]
+    if pad:
+        orders = F.pad(orders, (0, pad), value=-1)
+        if aug_rand is not None:
+            aug_rand = F.pad(aug_rand, (0, 0, 0, pad))
+    orders = orders.to(device)
     x_dev, y_dev = x.to(device), y.to(device)
+    zero_x = torch.zeros((), dtype=x_dev.dtype, device=device)
 
     def loss_one(p, b, xb, yb, wb):
         logits = functional_call(template, (p, b), (xb,))
@@ -1035,13 +985,15 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
             loss_sum = torch.zeros((), device=device)
             for s in range(steps):
                 idx = orders[:, epoch, s * batch_size:(s + 1) * batch_size]  # (M, b)
-                w = (idx >= 0).float()
+                real = idx >= 0
+                w = real.float()
                 safe = idx.clamp_min(0)
-                xb = x_dev[safe]
+                # padding rows: a zero input of weight 0, the same whatever the data set
+                xb = torch.where(real.view(real.shape + (1,) * (x_dev.dim() - 1)), x_dev[safe], zero_x)
                 if plan is not None:
                     u = aug_rand[:, epoch, s * batch_size:(s + 1) * batch_size].to(device)
                     xb = _apply_augment(xb, u, plan)
-                grads, losses = grad_all(params, buffers, xb, y_dev[safe], w)
+                grads, losses = grad_all(params, buffers, xb, torch.where(real, y_dev[safe], 0), w)
                 active = w.sum(1) > 0
                 t = t + active.float()
                 tc = t.clamp_min(1.0)
@@ -1072,7 +1024,7 @@ def _build_base(arch: str, dataset: str, width: int | None):
 def _ensemble_cache_path(train, settings: dict):
     from . import cache
 
-    return cache.entry("ensembles", {"kind": "partition-ensemble", "format": 1, **settings}, *train)
+    return cache.entry("ensembles", {"kind": "partition-ensemble", "format": 2, **settings}, *train)
 
 
 def train_fa(train, k: int, d: int = 1, *, arch: str = "mlp", dataset: str | None = None, width: int | None = 2,
@@ -1177,7 +1129,8 @@ class SSDPA:
        from a partition has no centroid there; a partition with no sample votes class 0.
 
     A label flip changes one partition's labels, hence at most one vote, so
-    :func:`certify_dpa`'s bound holds, counted in label flips. The inputs themselves are
+    :func:`certify_dpa`'s bound holds, counted in label flips (the certificate's unit is
+    ``UNITS["label_flips"]``, its method ``"ssdpa"``). The inputs themselves are
     trusted: an adversary who alters them is outside this threat model (use DPA).
 
     Parameters
@@ -1197,8 +1150,8 @@ class SSDPA:
     >>> train, test = rl.data.load("digits")
     >>> ss = SSDPA(train, k=10)
     >>> cert = ss.certify(test.x)
-    >>> cert.unit, float((cert.prediction == test.y).float().mean()) > 0.8
-    ('label flips', True)
+    >>> cert.method, cert.unit, float((cert.prediction == test.y).float().mean()) > 0.8
+    ('ssdpa', 'label flips', True)
     """
 
     def __init__(self, train, k: int, *, n_components: int = 20, n_classes: int | None = None):
@@ -1242,9 +1195,9 @@ class SSDPA:
         votes = dist.argmin(2)  # the first minimum: ties to the lower class index
         return torch.where(self.present.any(1)[None, :], votes, torch.zeros_like(votes))
 
-    def certify(self, x: torch.Tensor) -> PoisonCertificate:
+    def certify(self, x: torch.Tensor) -> Certificate:
         """Plurality prediction and the number of label flips it is certified against."""
-        return certify_dpa(self.votes(x), self.n_classes, unit="label flips")
+        return _aggregation_certificate(self.votes(x), self.n_classes, "ssdpa", UNITS["label_flips"])
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.certify(x).prediction
@@ -1253,16 +1206,18 @@ class SSDPA:
 # =========================================================================== 6. the Lethal Dose Conjecture
 
 
-def median_radius(cert: PoisonCertificate, y: torch.Tensor) -> float:
+def median_radius(cert: Certificate, y: torch.Tensor) -> float:
     """Median certified poison size over the test set, a wrong prediction counting as 0.
 
     Levine and Feizi's summary number ("median certified robustness"). A misclassified
     input is certified for nothing, so it counts below every radius; with more than half
     of the inputs misclassified the median is 0.
     """
-    check_labels(y, "y", batch_size=cert.prediction.shape[0])
-    correct = cert.prediction.cpu() == y.cpu()
-    r = torch.where(correct, cert.radius.cpu(), torch.full_like(cert.radius.cpu(), -1))
+    if not isinstance(cert, Certificate):
+        raise TypeError(f"cert must be a robustlab.certificates.Certificate, got {type(cert).__name__}")
+    check_labels(y, "y", batch_size=len(cert))
+    correct = cert.correct(y)
+    r = torch.where(correct, cert.radius, torch.full_like(cert.radius, -1))
     return float(r.double().median().clamp_min(0))
 
 
@@ -1272,7 +1227,8 @@ class LethalDoseStudy(NamedTuple):
     ``rows`` are dicts with ``learner``, ``k``, ``samples_per_model`` (N / k),
     ``base_accuracy`` (mean test accuracy of one base model), ``clean_accuracy`` (of the
     vote), ``median_radius`` (:func:`median_radius`) and ``certified`` (``{r: certified
-    accuracy at poison size r}`` for every ``r`` in ``radii``).
+    accuracy at poison size r}`` for every ``r`` in ``radii``, from
+    :meth:`Certificate.certified_accuracy <robustlab.certificates.Certificate.certified_accuracy>`).
     """
 
     rows: list
@@ -1406,9 +1362,9 @@ def lethal_dose_study(train, test, ks=(10, 25, 50, 100), learners: dict | None =
                 rows.append({
                     "learner": name, "k": k, "samples_per_model": x.shape[0] / k,
                     "base_accuracy": float(ens.base_accuracy((xt, yt)).mean()),
-                    "clean_accuracy": float((cert.prediction == yt.cpu()).float().mean()),
+                    "clean_accuracy": cert.certified_accuracy(yt, at=0),
                     "median_radius": median_radius(cert, yt),
-                    "certified": cert.certified_accuracy(yt, radii),
+                    "certified": dict(zip(radii, cert.certified_accuracy(yt, at=list(radii)).tolist())),
                 })
                 bar.update(1)
                 bar.set_postfix({"learner": name, "k": k})

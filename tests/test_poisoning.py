@@ -44,7 +44,7 @@ def aggregate(x_train, y_train, x_test, k, d):
     assignment = P.fa_assignment(x_train, k, d)
     members = torch.stack([(assignment == m).any(1) for m in range(k * d)])
     votes = one_nn_votes(x_train, y_train, members, x_test)
-    return P.plurality(P.vote_counts(votes, N_CLASSES)), votes
+    return rl.votes.plurality(rl.votes.vote_counts(votes, N_CLASSES)), votes
 
 
 def near_copy(x_test, bucket, n_buckets):
@@ -140,28 +140,28 @@ def test_spectral_scores_single_out_a_planted_cluster():
     labels = torch.zeros(100, dtype=torch.long)
     scores = P.spectral_signature_scores(r, labels)
     assert set(scores.topk(10).indices.tolist()) == set(range(90, 100))
-    keep = P.spectral_filter(r, labels, eps=0.1)
+    keep = P.spectral_filter(r, labels, rate=0.1)
     assert int((~keep).sum()) == 15 and bool((~keep[90:]).all())
 
 
-def test_spectral_filter_removes_at_most_factor_eps_of_each_label():
+def test_spectral_filter_removes_at_most_factor_rate_of_each_label():
     g = torch.Generator().manual_seed(1)
     r = torch.randn(301, 5, generator=g)
     labels = torch.arange(301) % 3
-    keep = P.spectral_filter(r, labels, eps=0.05)
+    keep = P.spectral_filter(r, labels, rate=0.05)
     for c in range(3):
         n_c = int((labels == c).sum())
         assert int((~keep[labels == c]).sum()) == int(1.5 * 0.05 * n_c)
-    only = P.spectral_filter(r, labels, eps=0.05, classes=[1])
+    only = P.spectral_filter(r, labels, rate=0.05, classes=[1])
     assert bool(only[labels != 1].all()), "with classes=[1] the other labels are untouched"
 
 
 def test_spectral_signatures_defeat_a_digit_backdoor(digits):
     """A 2x2 trigger on 10% of the target label: the backdoor works, the filter removes
-    >= 90% of the poisoned samples and at most 1.5 eps of the label, retraining kills it."""
+    >= 90% of the poisoned samples and at most 1.5 rate of the label, retraining kills it."""
     train, test = digits
-    target, source, eps = 0, 7, 0.1
-    poisoned, mask = P.backdoor(train, eps, target=target, source=source, seed=0)
+    target, source, rate = 0, 7, 0.1
+    poisoned, mask = P.backdoor(train, rate, target=target, source=source, seed=0)
 
     def fit(data):
         model = rl.models.build("cnn", "digits", width=8, seed=0)
@@ -172,9 +172,9 @@ def test_spectral_signatures_defeat_a_digit_backdoor(digits):
     before = P.backdoor_success(model, test, target, source=source)
     assert rl.train.evaluate(model, test) > 0.93
     assert before > 0.8, f"the backdoor should work before filtering, success {before:.3f}"
-    keep = P.spectral_filter(P.representations(model, poisoned.x), poisoned.y, eps, classes=[target])
+    keep = P.spectral_filter(P.representations(model, poisoned.x), poisoned.y, rate, classes=[target])
     n_label = int((poisoned.y == target).sum())
-    assert int((~keep).sum()) <= 1.5 * eps * n_label
+    assert int((~keep).sum()) <= 1.5 * rate * n_label
     caught = float((~keep & mask).sum() / mask.sum())
     assert caught >= 0.9, f"only {caught:.2f} of the poisoned samples were removed"
     after = P.backdoor_success(fit((poisoned.x[keep], poisoned.y[keep])), test, target, source=source)
@@ -195,9 +195,32 @@ def test_hash_partition_depends_on_the_sample_alone(digits):
     assert torch.equal(part[:10], expected)
 
 
-def test_plurality_gives_a_tie_to_the_lower_class():
-    counts = torch.tensor([[2, 5, 5, 1], [3, 3, 3, 3], [0, 0, 1, 1], [0, 0, 0, 4]])
-    assert P.plurality(counts).tolist() == [1, 0, 2, 3]
+def test_aggregation_predicts_the_plurality_with_ties_to_the_lower_class():
+    votes = torch.tensor([[0, 1, 1, 2, 2, 3], [0, 1, 2, 3, 0, 1], [3, 2, 3, 2, 1, 1], [3, 3, 3, 3, 0, 1]])
+    for cert in (P.certify_dpa(votes, 4), P.certify_fa(votes, 4, 6, 1)):
+        assert cert.prediction.tolist() == [1, 0, 1, 3]
+        assert torch.equal(cert.counts, rl.votes.vote_counts(votes, 4))
+
+
+def test_aggregation_certificates_are_the_shared_certificate():
+    votes = torch.tensor([[0, 0, 0, 0, 1, 2], [1, 1, 0, 0, 2, 2], [2, 2, 2, 2, 2, 1]])
+    y = torch.tensor([0, 1, 2])
+    x_train, y_train = tiny_data(20, seed=7)
+    ss = P.SSDPA((x_train, y_train), 5, n_components=2, n_classes=N_CLASSES).certify(x_train[:4])
+    for cert, method, unit in ((P.certify_dpa(votes, 3), "dpa", "poison"), (P.certify_fa(votes, 3, 3, 2), "fa", "poison"),
+                               (ss, "ssdpa", "label_flips")):
+        assert isinstance(cert, rl.certificates.Certificate)
+        assert cert.method == method and cert.unit == rl.certificates.UNITS[unit] and cert.alpha is None
+        assert not cert.abstained.any() and cert.radius.dtype == torch.int64
+        assert cert.counts.shape == (len(cert), N_CLASSES)
+    cert = P.certify_dpa(votes, 3)
+    assert cert.radius.tolist() == [1, 0, 1]  # counts (0, 1, 5): floor((5 - 1 - [1 < 2]) / 2)
+    top = rl.votes.top_two(cert.counts)
+    assert torch.equal(cert.radius, rl.votes.gap_radius(top.n1, top.n2, top.c1, top.c2))
+    # certified at r: correct and radius >= r; at r = 0 the clean accuracy of the vote
+    acc = cert.certified_accuracy(y, at=[0, 1, 2, 3])
+    assert acc.tolist() == pytest.approx([2 / 3, 2 / 3, 0.0, 0.0])
+    assert cert.certified_accuracy(y) == pytest.approx(float((cert.prediction == y).float().mean()))
 
 
 def test_dpa_certificate_on_hand_computed_votes():
@@ -314,7 +337,7 @@ def test_ss_dpa_certificate_holds_against_every_small_set_of_label_flips():
     x_train, y_train = tiny_data(20, seed=7)
     x_test = query_points(x_train, 4, seed=7, clearance=0.0)
     cert = P.SSDPA((x_train, y_train), k, n_components=2, n_classes=N_CLASSES).certify(x_test)
-    assert cert.unit == "label flips" and int(cert.radius.max()) == 2
+    assert cert.unit == rl.certificates.UNITS["label_flips"] and int(cert.radius.max()) == 2
     for i in range(x_test.shape[0]):
         r = int(cert.radius[i])
         for size in range(1, r + 1):
@@ -345,6 +368,59 @@ def test_each_base_model_depends_only_on_its_own_partition(digits):
         for m in range(k):
             same = torch.equal(p[m], ens2.params[name][m])
             assert same == (m != j), f"model {m}, parameter {name}: changed={not same}, poisoned partition {j}"
+
+
+def test_no_base_model_depends_on_the_length_of_another_partition(digits):
+    """Bit for bit: one sample inserted into the longest partition changes that model only
+    (the batches of every step have the same width, whatever the longest partition)."""
+    train, _ = digits
+    sub = rl.data.subset(train, 200, seed=0)
+    k = 4
+    kw = dict(arch="mlp", width=1, epochs=3, batch_size=8, device="cpu", progress=False)
+    part = P.hash_partition(sub.x, k)
+    sizes = torch.bincount(part, minlength=k)
+    longest = int(sizes.argmax())
+    assert int(sizes[longest]) % 8 != 0, "the inserted sample widens the last batch of the longest partition"
+    rest = train.x[200:]
+    pick = int(torch.nonzero(P.hash_partition(rest, k) == longest)[0])
+    x2, y2 = torch.cat([sub.x, rest[pick:pick + 1]]), torch.cat([sub.y, train.y[200 + pick:201 + pick]])
+    for augment in (None, "shift"):
+        ens = P.train_dpa(sub, k, augment=augment, **kw)
+        ens2 = P.train_dpa((x2, y2), k, augment=augment, **kw)
+        for name, p in ens.params.items():
+            for m in range(k):
+                same = torch.equal(p[m], ens2.params[name][m])
+                assert same == (m != longest), f"augment {augment}, model {m}, {name}: changed={not same}"
+
+
+class _BatchWidths(torch.nn.Module):
+    """An identity layer that records the width of every batch it sees (in a class list:
+    the ensemble trains a copy of the module)."""
+
+    seen = []
+
+    def forward(self, x):
+        _BatchWidths.seen.append(x.shape[0])
+        return x
+
+
+def test_every_training_batch_is_batch_size_wide(digits):
+    """The reason the test above holds on every device: no batch width depends on the
+    longest partition (uneven partitions are padded, not cut to the longest list)."""
+    train, _ = digits
+    sub = rl.data.subset(train, 150, seed=0)
+    sizes = torch.bincount(P.hash_partition(sub.x, 3), minlength=3)
+    assert int(sizes.max()) % 16 != 0
+
+    def base(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(_BatchWidths(), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    _BatchWidths.seen.clear()
+    P.train_ensemble(sub, P.fa_assignment(sub.x, 3), 3, base=base, epochs=2, batch_size=16, device="cpu",
+                     progress=False)
+    steps = -(-int(sizes.max()) // 16)
+    assert len(_BatchWidths.seen) == 2 * steps and set(_BatchWidths.seen) == {16}, _BatchWidths.seen
 
 
 def test_partition_ensemble_certifies_its_own_votes(digits):
@@ -483,11 +559,11 @@ def test_lethal_dose_study_measures_what_the_ensembles_certify(digits):
     row = study.of("augmented")[1]
     assert row["samples_per_model"] == 20
     assert row["clean_accuracy"] == pytest.approx(float((cert.prediction == tst.y).float().mean()))
-    assert row["certified"] == cert.certified_accuracy(tst.y, (0, 1, 3))
+    assert row["certified"] == dict(zip((0, 1, 3), cert.certified_accuracy(tst.y, at=[0, 1, 3]).tolist()))
     assert row["median_radius"] == P.median_radius(cert, tst.y)
     for r in study.rows:
         acc = [r["certified"][x] for x in (0, 1, 3)]
-        assert acc == sorted(acc, reverse=True) and acc[0] == pytest.approx(r["clean_accuracy"])
+        assert acc == sorted(acc, reverse=True) and acc[0] == r["clean_accuracy"]
         assert 0 <= r["median_radius"] <= r["k"] // 2
     assert "augmented" in study.table()
     fig = study.plot(radius=1)

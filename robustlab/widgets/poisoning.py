@@ -125,9 +125,9 @@ class PoisoningExplorer:
         self.ensemble(k)
         cert = self._ensembles[k][1]
         return {"k": k, "poison_size": poison_size,
-                "clean_accuracy": float((cert.prediction == self.test.y).float().mean()),
-                "certified_accuracy": float(cert.certified(self.test.y, poison_size).float().mean()),
-                "radius": cert.radius, "correct": cert.prediction == self.test.y}
+                "clean_accuracy": cert.certified_accuracy(self.test.y, at=0),
+                "certified_accuracy": cert.certified_accuracy(self.test.y, at=poison_size),
+                "radius": cert.radius, "correct": cert.correct(self.test.y)}
 
     def update(self, rate: float, k: int, poison_size: int) -> dict:
         """Both halves for one setting of the controls: ``{"backdoor": ..., "dpa": ...}``."""
