@@ -109,6 +109,12 @@ def load(path, *, map_location=None):
         return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def store(path, obj) -> Path:
     """Write ``obj`` to ``path`` atomically (a temporary file in the same folder, then :func:`os.replace`).
 
@@ -119,6 +125,7 @@ def store(path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions a plain open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

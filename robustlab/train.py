@@ -437,9 +437,6 @@ def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
 
 
-_hash_tensor = _cache.hash_tensor  # the one tensor hash (robustlab.cache); kept for older imports
-
-
 def _cache_path(model, train, eval_data, settings):
     for what in [settings["loss_fn"], *settings["callbacks"]]:
         if "<lambda>" in what or "<locals>" in what or " object at 0x" in what:

@@ -65,7 +65,8 @@ class Recipe:
 
     ``make()`` trains it, or loads it from the cache when this exact configuration was
     trained before, and returns what the notebooks get (a ``Trained`` pair, an
-    ensemble, ...). ``chapters`` holds chapter numbers and ``"labN"`` ids.
+    ensemble, ...). ``chapters`` holds chapter numbers, ``"labN"`` ids and the
+    benchmarks (their paths) that ask for the same model under the quick profile.
     """
 
     name: str
@@ -160,12 +161,12 @@ def _ch10_dpa(k: int):
 
 def _recipes() -> dict:
     rows = [
-        Recipe("standard", (1, 2, 3, 4, 7, 8, "lab0", "lab1"), "the profile's standard model, rl.train.trained_model()",
-               _trained()),
+        Recipe("standard", (1, 2, 3, 4, 7, 8, "lab0", "lab1", "benchmarks/adversarial_training.py"),
+               "the profile's standard model, rl.train.trained_model()", _trained()),
         Recipe("standard-mlp4", (5,), "an MLP of width 4, rl.train.trained_model(arch='mlp', width=4)",
                _trained(arch="mlp", width=4)),
-        Recipe("pgd", (3, 4), "PGD adversarial training at the profile's eps, rl.training.robust_model()",
-               _robust(method="pgd")),
+        Recipe("pgd", (3, 4, "benchmarks/adversarial_training.py"),
+               "PGD adversarial training at the profile's eps, rl.training.robust_model()", _robust(method="pgd")),
         Recipe("fgsm-fast", (3,), "fast FGSM training, 10 epochs, eps ramp over 2",
                _robust(method="fgsm", epochs=10, eps_ramp_epochs=2)),
         Recipe("trades-beta1", (3,), "TRADES, beta 1, 3 steps, 10 epochs",
@@ -173,8 +174,10 @@ def _recipes() -> dict:
         Recipe("trades-beta6", (3,), "TRADES, beta 6, 3 steps, 10 epochs",
                _robust(method="trades", beta=6.0, steps=3, epochs=10, eps_ramp_epochs=2)),
         Recipe("noise-0.12", (7,), "Gaussian noise training, sigma 0.12", _robust(method="noise", sigma=0.12)),
-        Recipe("noise-0.25", (3, 4, 7), "Gaussian noise training, sigma 0.25", _robust(method="noise", sigma=0.25)),
-        Recipe("noise-0.5", (7,), "Gaussian noise training, sigma 0.5", _robust(method="noise", sigma=0.5)),
+        Recipe("noise-0.25", (3, 4, 7, "benchmarks/smoothing_certified_accuracy.py"),
+               "Gaussian noise training, sigma 0.25", _robust(method="noise", sigma=0.25)),
+        Recipe("noise-0.5", (7, "benchmarks/smoothing_certified_accuracy.py"),
+               "Gaussian noise training, sigma 0.5", _robust(method="noise", sigma=0.5)),
         Recipe("noise-0.25-mlp", ("lab3",), "Gaussian noise training of the MLP, sigma 0.25",
                _robust(method="noise", sigma=0.25, arch="mlp")),
         Recipe("ibp", (5, "lab3"), "IBP certified training at the default eps (0.1), ibp_trained_model()",
@@ -190,7 +193,7 @@ def _recipes() -> dict:
         Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
     ]
     for i in range(3):
-        rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius number {i + 1}",
+        rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius no. {i + 1}",
                            _lab2_pgd(lambda i=i: lab2_train_eps()[i])))
     return {r.name: r for r in rows}
 

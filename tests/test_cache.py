@@ -56,6 +56,9 @@ def test_store_then_load_round_trips(cache_dir):
     back = cache.load(path)
     assert torch.equal(back["state_dict"]["w"], blob["state_dict"]["w"]) and back["history"] == blob["history"]
     assert os.listdir(path.parent) == [path.name], "no temporary file is left behind"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask, "readable as a file written by open()"
 
 
 class _Boom:
