@@ -281,3 +281,16 @@ def test_arguments_are_checked(models, digits):
         feat.sample_complexity((1,), d=4, trials=1, progress=False).samples_to_reach(0.1, "bayes")
     with pytest.raises(ValueError, match="n_grid must be an integer >= 1"):
         feat.sample_complexity((0,), d=4, progress=False)
+
+
+def test_numpy_scalars_are_numbers_and_seeds_are_checked():
+    import numpy as np
+
+    ref = feat.tsipras_data(50, 10, p=0.9, seed=2)
+    got = feat.tsipras_data(np.int64(50), np.int32(10), p=np.float32(0.9).item(), seed=np.int64(2))
+    assert torch.equal(got.x, ref.x) and torch.equal(got.y, ref.y)
+    assert feat.tsipras_accuracy(torch.ones(11), p=np.float64(0.9)) == feat.tsipras_accuracy(torch.ones(11), p=0.9)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        feat.tsipras_data(10, 5, seed=-2)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        feat.tsipras_linear_model(5, seed=0.5)

@@ -283,3 +283,18 @@ def test_inputs_are_checked_with_messages_that_name_the_argument(logistic):
         inf.pearson([1.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="model"):
         inf.EmpiricalRisk("model", tr)
+
+
+def test_seeds_and_class_indices_go_through_the_shared_checks():
+    A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    v = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    x = inf.inverse_hvp(A, v, method="lissa", seed=np.int64(3))
+    assert torch.allclose(A @ x, v, atol=1e-5)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        inf.inverse_hvp(A, v, method="lissa", seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        inf.inverse_hvp(A, v, seed=0.5)
+    with pytest.raises(ValueError, match="classes must be a class index >= 0"):
+        inf.fragility_study(classes=(1, -7))
+    with pytest.raises(ValueError, match="two different class indices"):
+        inf.fragility_study(classes=(np.int64(3), 3))

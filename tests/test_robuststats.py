@@ -336,3 +336,17 @@ def test_arguments_are_checked():
         rs.tukey_median(x, method="fast")
     with pytest.raises(ValueError, match="estimators must be one of"):
         rs.compare_mean_estimators(dims=(5,), estimators=("mode",))
+
+
+def test_numpy_scalars_are_numbers_and_seeds_are_checked():
+    ref = rs.eps_bump(200, 0.1, 5.0, seed=3)
+    got = rs.eps_bump(np.int64(200), np.float32(0.1), np.float64(5.0), seed=np.int64(3))
+    assert torch.equal(got.x, ref.x) and torch.equal(got.is_outlier, ref.is_outlier)
+    s = rs.corrupt(np.int32(300), np.int64(5), np.float64(0.1), seed=np.uint8(1))
+    assert s.x.shape == (300, 5)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        rs.eps_bump(100, 0.1, 5.0, seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        rs.corrupt(100, 3, 0.1, seed=1.5)
+    with pytest.raises(TypeError, match="location must be a real number"):
+        rs.eps_bump(100, 0.1, True)

@@ -13,7 +13,8 @@ from .. import attacks as _attacks
 from .. import data as _data
 from .. import models as _models
 from .. import train as _train
-from .._validate import check_choice, check_model, check_nonneg, check_positive, check_positive_int, check_xy
+from .._validate import (check_choice, check_model, check_nonneg, check_positive, check_positive_int, check_seed,
+                         check_xy)
 from ._common import _bar
 
 
@@ -112,7 +113,7 @@ def robust_dataset(
     check_positive(step_size, "step_size")
     check_choice(init, "init", ("image", "noise"))
     check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", allow_zero=True)
+    check_seed(seed)
     g, _ = split_representation(model)
     device = _models.device_of(model)
     gen = torch.Generator().manual_seed(seed)
@@ -197,7 +198,7 @@ def non_robust_dataset(
     check_positive_int(steps, "steps")
     check_choice(target, "target", ("next", "random"))
     check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", allow_zero=True)
+    check_seed(seed)
     with torch.no_grad(), _attacks.eval_mode(model):
         k = model(x[:1].to(_models.device_of(model))).shape[1]
     if int(y.max()) >= k:

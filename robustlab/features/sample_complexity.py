@@ -9,7 +9,7 @@ import math
 import torch
 
 from .. import data as _data
-from .._validate import check_choice, check_nonneg, check_positive, check_positive_int, check_tensor
+from .._validate import check_choice, check_nonneg, check_positive, check_positive_int, check_seed, check_tensor
 from ._common import _bar, _phi
 
 
@@ -187,6 +187,7 @@ def sample_complexity(
     check_positive_int(d, "d")
     check_nonneg(eps, "eps", allow_tensor=False)
     check_positive_int(trials, "trials")
+    seed = check_seed(seed)
     mu_norm, sigma = _mixture_defaults(d, mu_norm, sigma)
     theta = torch.full((d,), mu_norm / math.sqrt(d), dtype=torch.float64)
     kw = dict(d=d, mu_norm=mu_norm, sigma=sigma)

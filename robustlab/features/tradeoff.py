@@ -13,7 +13,7 @@ from .. import data as _data
 from .. import models as _models
 from .. import train as _train
 from .. import training as _training
-from .._validate import check_nonneg, check_positive, check_positive_int, check_tensor
+from .._validate import check_nonneg, check_positive, check_positive_int, check_seed, check_tensor
 from ._common import _bar, _phi
 
 
@@ -75,7 +75,7 @@ def tsipras_data(n: int, d: int = 100, *, p: float = 0.9, eta: float | None = No
     check_positive_int(d, "d")
     p = _check_p(p)
     eta = _default_eta(d) if eta is None else float(check_nonneg(eta, "eta", allow_tensor=False))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     y = torch.randint(0, 2, (n,), generator=g)
     ypm = (2 * y - 1).float()
     agree = torch.rand(n, generator=g) < p
@@ -214,7 +214,7 @@ def tsipras_linear_model(d: int, *, seed: int = 0) -> nn.Sequential:
     A radius :math:`\varepsilon` of the toy model is :math:`\varepsilon / 16` in ``u``.
     """
     check_positive_int(d, "d")
-    torch.manual_seed(seed)
+    torch.manual_seed(check_seed(seed))
     return nn.Sequential(_models.Normalize((0.5,), (1.0 / (2 * TSIPRAS_BOX),)), nn.Linear(d + 1, 2))
 
 
