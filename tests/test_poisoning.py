@@ -13,6 +13,7 @@ import torch
 
 import robustlab as rl
 from robustlab import poisoning as P
+from robustlab.poisoning import ensemble as E
 
 N_CLASSES = 3
 
@@ -452,15 +453,15 @@ def test_certificate_functions_name_their_bad_arguments():
 
 
 def _augment(x, u, kinds):
-    plan = P._augment_plan(kinds, x.shape[0])
-    return P._apply_augment(x, u, plan)
+    plan = E._augment_plan(kinds, x.shape[0])
+    return E._apply_augment(x, u, plan)
 
 
 def test_shift_moves_a_pixel_by_the_drawn_offset():
     x = torch.zeros(1, 1, 1, 8, 8)
     x[..., 3, 4] = 1.0
     for uy, ux in ((0.0, 0.0), (0.99, 0.5), (0.5, 0.99), (0.4, 0.1)):
-        u = torch.zeros(1, 1, P._N_RANDOM)
+        u = torch.zeros(1, 1, E._N_RANDOM)
         u[..., 0], u[..., 1] = uy, ux
         out = _augment(x, u, "shift")
         dy, dx = int(uy * 3) - 1, int(ux * 3) - 1  # a shift of up to 1 pixel on 8 x 8 images
@@ -470,32 +471,32 @@ def test_shift_moves_a_pixel_by_the_drawn_offset():
 def test_flip_cutout_and_identity_affine_do_what_they_say():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 1, 8, 8, generator=g)
-    u = torch.full((2, 3, P._N_RANDOM), 0.5)
+    u = torch.full((2, 3, E._N_RANDOM), 0.5)
     u[0, :, 2] = 0.2  # flip
     u[1, :, 2] = 0.7  # no flip
     out = _augment(x, u, "flip")
     assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])
-    u = torch.zeros(2, 3, P._N_RANDOM)
+    u = torch.zeros(2, 3, E._N_RANDOM)
     out = _augment(x, u, "cutout")  # a 2 x 2 square at the top left corner
     assert bool((out[..., :2, :2] == 0).all()) and torch.equal(out[..., 2:, :], x[..., 2:, :])
     assert int((out != x).sum()) <= 2 * 3 * 4
-    u = torch.full((2, 3, P._N_RANDOM), 0.5)  # angle 0, scale 1, no translation
+    u = torch.full((2, 3, E._N_RANDOM), 0.5)  # angle 0, scale 1, no translation
     assert torch.allclose(_augment(x, u, "affine"), x, atol=1e-6)
-    u = torch.rand(2, 3, P._N_RANDOM, generator=g)
+    u = torch.rand(2, 3, E._N_RANDOM, generator=g)
     out = _augment(x, u, "shift+flip+cutout+affine")
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1 + 1e-6
 
 
 def test_different_models_get_different_augmentations():
-    plan = P._augment_plan(("shift", None, "affine+cutout"), 5)
+    plan = E._augment_plan(("shift", None, "affine+cutout"), 5)
     names = P.AUGMENTATIONS
     assert plan[:, names.index("shift")].tolist() == [True, False, False, True, False]
     assert plan[:, names.index("affine")].tolist() == [False, False, True, False, False]
-    assert P._augment_plan(None, 3) is None and P._augment_plan([None], 3) is None
+    assert E._augment_plan(None, 3) is None and E._augment_plan([None], 3) is None
     with pytest.raises(ValueError, match="augment"):
-        P._augment_plan("rotate", 2)
+        E._augment_plan("rotate", 2)
     with pytest.raises(ValueError, match="augment"):
-        P._augment_plan([], 2)
+        E._augment_plan([], 2)
 
 
 def test_augmented_base_models_still_depend_only_on_their_own_partition(digits):
@@ -527,10 +528,10 @@ def test_vectorized_ensemble_equals_training_each_model_alone(digits):
     ens = P.train_dpa(sub, k, arch="mlp", width=1, epochs=epochs, batch_size=batch, lr=lr, seed=seed,
                       device="cpu", progress=False)
     part = P.hash_partition(sub.x, k)
-    rank = P._content_rank(sub.x, sub.y)
+    rank = E._content_rank(sub.x, sub.y)
     groups = [torch.nonzero(part == m).flatten() for m in range(k)]
     groups = [g[torch.argsort(rank[g])] for g in groups]
-    orders, _ = P._model_orders(groups, epochs, seed)
+    orders, _ = E._model_orders(groups, epochs, seed)
     for m in range(k):
         model = rl.models.build("mlp", "digits", width=1, seed=seed * 1_000_003 + m)
         opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
