@@ -3,7 +3,7 @@
 The contract (see the architecture guide): ``x_adv`` in [0, 1] and within the budget in
 the attack's own unit; the model runs in eval mode inside the attack and gets its mode
 back; no parameter gradient is created; the result is a plain tensor (no graph) on the
-model's device; the input is not modified; seeded attacks repeat exactly. Arguments are
+device of the input batch; the input is not modified; seeded attacks repeat exactly. Arguments are
 checked with errors that name them.
 """
 
@@ -134,7 +134,7 @@ def test_every_attack_respects_the_contract_on_random_models_and_inputs(name, se
     assert probe.seen and not any(training for training, _ in probe.seen), "the model must run in eval mode inside"
     assert all(p.grad is None for p in model.parameters()), "attacks must not touch parameter gradients"
     assert not x_adv.requires_grad and x_adv.grad_fn is None
-    assert x_adv.device == rl.models.device_of(model)
+    assert x_adv.device == x.device
 
 
 def test_the_black_box_attack_never_enables_autograd():
