@@ -9,6 +9,9 @@ with ``x`` float32 of shape (N, C, H, W) in [0, 1] and ``y`` int64 of shape (N,)
 Normalization is *not* applied here: it is the first layer of every model
 (:class:`robustlab.models.Normalize`), so that every epsilon is in pixel units.
 
+:func:`sample_photographs` returns scikit-learn's two bundled colour photographs (a Chinese
+temple and a flower, no download) as ImageNet-sized inputs for chapter 1.
+
 The synthetic generators serve the theory chapters: a two-Gaussian mixture, linearly
 separable points in the unit square, and two concentric spheres.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +37,8 @@ __all__ = [
     "load",
     "subset",
     "shift",
+    "Photographs",
+    "sample_photographs",
     "gaussian_mixture",
     "linearly_separable",
     "concentric_spheres",
@@ -205,6 +211,42 @@ def _load_torchvision(name: str, root, download: bool) -> tuple[Split, Split]:
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
         splits.append(Split(x, y))
     return splits[0], splits[1]
+
+
+class Photographs(NamedTuple):
+    """Natural images: ``x`` (N, 3, size, size) float32 in [0, 1] and their file ``names``."""
+
+    x: torch.Tensor
+    names: tuple
+
+
+def sample_photographs(size: int = 224) -> Photographs:
+    """scikit-learn's two bundled photographs, ``china.jpg`` and ``flower.jpg``, as a batch.
+
+    Each 427 x 640 photograph is cropped to its central square and resized (bilinear, with
+    antialiasing) to ``size`` x ``size`` pixels, 224 being the resolution of torchvision's
+    ImageNet classifiers. No download: the files ship with scikit-learn.
+
+    >>> photos = sample_photographs(64)
+    >>> tuple(photos.x.shape), photos.names
+    ((2, 3, 64, 64), ('china', 'flower'))
+    """
+    check_positive_int(size, "size")
+    from sklearn.datasets import load_sample_images
+
+    bunch = load_sample_images()
+    images, names = [], []
+    for image, filename in zip(bunch.images, bunch.filenames):
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
+        h, w = x.shape[1:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, top:top + side, left:left + side]
+        x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=True)[0]
+        images.append(x.clamp_(0.0, 1.0))
+        names.append(Path(filename).stem)
+    return Photographs(torch.stack(images), tuple(names))
 
 
 # --------------------------------------------------------------------------- synthetic

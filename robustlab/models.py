@@ -4,6 +4,8 @@ Every model built here starts with :class:`Normalize`, so the data stays in pixe
 and every epsilon and radius is measured in pixel units. :func:`build` makes the
 architectures the profiles use: an MLP, a small CNN, and a ResNet-style net for the full
 profile. :func:`best_device` picks CUDA, then MPS, then the CPU.
+:func:`imagenet_classifier` wraps a torchvision ImageNet network (optionally with its
+pretrained weights, downloaded by torchvision) behind the same :class:`Normalize` first layer.
 
 Devices, dtypes and modes
 -------------------------
@@ -29,7 +31,8 @@ from . import data as _data
 from ._validate import check_choice, check_model, check_positive_int
 
 __all__ = ["Normalize", "MLP", "SmallCNN", "ResNet", "ARCHS", "build", "best_device", "device_of", "dtype_of",
-           "to_model", "to_input", "eval_mode", "split_features_head"]
+           "to_model", "to_input", "eval_mode", "split_features_head", "IMAGENET_ARCHS", "imagenet_classes",
+           "imagenet_classifier"]
 
 
 class Normalize(nn.Module):
@@ -178,6 +181,60 @@ def build(arch: str | None = None, dataset: str | None = None, *, width: int | N
     if arch == "cnn":
         return SmallCNN(meta.shape, width=width, **kw)
     return ResNet(meta.shape, width=width, **kw)
+
+
+# torchvision's ImageNet classifiers the course uses, with the name of their weights enum
+IMAGENET_ARCHS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
+
+
+def _imagenet_weights(arch: str):
+    import torchvision
+
+    check_choice(arch, "arch", IMAGENET_ARCHS)
+    return getattr(torchvision.models, IMAGENET_ARCHS[arch]).DEFAULT
+
+
+def imagenet_classes(arch: str = "resnet18") -> tuple:
+    """The 1,000 ImageNet class names, from the metadata of torchvision's weights (no download).
+
+    >>> names = imagenet_classes()
+    >>> len(names), names[0]
+    (1000, 'tench')
+    """
+    return tuple(_imagenet_weights(arch).meta["categories"])
+
+
+def imagenet_classifier(arch: str = "resnet18", *, pretrained: bool = True) -> nn.Module:
+    """A torchvision ImageNet classifier from [0, 1] pixels (B, 3, H, W) to 1,000 logits, in eval mode.
+
+    The model is ``nn.Sequential(Normalize(mean, std), net)`` with the per-channel statistics
+    of the weights' own preprocessing (``weights.transforms()``), so inputs stay in pixel space
+    like every model of the course. Class names:
+    :func:`imagenet_classes`. Images of 224 x 224 pixels match the training resolution.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "resnet50"}
+        The torchvision architecture.
+    pretrained : bool
+        Load the weights ``<Arch>_Weights.DEFAULT``; torchvision **downloads** them into its
+        cache (``$TORCH_HOME``) the first time. ``False`` builds the same architecture with
+        random weights and downloads nothing (for tests and offline runs).
+
+    Examples
+    --------
+    >>> model = imagenet_classifier(pretrained=False)
+    >>> model(torch.rand(1, 3, 64, 64)).shape
+    torch.Size([1, 1000])
+    """
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {type(pretrained).__name__}")
+    import torchvision
+
+    weights = _imagenet_weights(arch)
+    net = getattr(torchvision.models, arch)(weights=weights if pretrained else None)
+    preprocess = weights.transforms()
+    return nn.Sequential(Normalize(preprocess.mean, preprocess.std), net).eval()
 
 
 def best_device() -> torch.device:
