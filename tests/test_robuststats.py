@@ -90,11 +90,11 @@ def test_one_point_moves_the_mean_arbitrarily_but_not_the_median():
         assert float(rs.std(y)) > far / 20 and float(rs.mad(y)) < 2 * float(rs.mad(x))
 
 
-@pytest.mark.parametrize("eps", [0.1, 0.3, 0.45])
-def test_the_median_survives_any_corruption_below_one_half(eps):
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.45])
+def test_the_median_survives_any_corruption_below_one_half(rate):
     n = 200
     inliers = torch.randn(n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    m = int(eps * n)
+    m = int(rate * n)
     lo, hi = float(inliers.min()), float(inliers.max())
     for far in (1e2, 1e8, -1e8):
         x = inliers.clone()
@@ -118,16 +118,16 @@ def test_the_trimmed_mean_breaks_down_once_eps_exceeds_the_trim():
 
 
 def test_the_eps_bump_moves_mean_and_std_without_bound_but_not_median_and_mad():
-    eps, n = 0.1, 20000
+    rate, n = 0.1, 20000
     locations = torch.tensor([0.0, 10.0, 100.0, 1e4], dtype=torch.float64)
-    out = rs.eps_bump_experiment(n, eps, locations, seed=0)
+    out = rs.eps_bump_experiment(n, rate, locations, seed=0)
     e = out.errors
-    assert float(e["mean"][-1]) == pytest.approx(eps * 1e4, rel=0.01)
+    assert float(e["mean"][-1]) == pytest.approx(rate * 1e4, rel=0.01)
     assert (e["mean"][1:].diff() > 0).all() and (e["std"][1:].diff() > 0).all()
-    assert float(e["std"][-1]) > math.sqrt(eps * (1 - eps)) * 1e4 * 0.9
+    assert float(e["std"][-1]) > math.sqrt(rate * (1 - rate)) * 1e4 * 0.9
     # the population median of (1 - eps) N(0, 1) + eps * (a point far right) is
     # Phi^-1(1 / (2 (1 - eps))); the sample median is within sampling error of it
-    shift = scipy.stats.norm.ppf(1 / (2 * (1 - eps)))
+    shift = scipy.stats.norm.ppf(1 / (2 * (1 - rate)))
     for k in (1, 2, 3):
         assert float(e["median"][k]) == pytest.approx(shift, abs=0.03)
     assert float(e["mad"].max()) < 0.25 and float(e["trimmed_mean"][-1]) < 0.3
@@ -222,7 +222,7 @@ def test_the_approximate_tukey_median_in_three_dimensions():
 
 @pytest.fixture(scope="module")
 def errors():
-    return rs.compare_mean_estimators(dims=(20, 50, 100), eps_values=(0.05, 0.1, 0.2), n=2000,
+    return rs.compare_mean_estimators(dims=(20, 50, 100), rate_values=(0.05, 0.1, 0.2), n=2000,
                                       estimators=("mean", "coordinatewise_median", "filter"), progress=False)
 
 
@@ -277,12 +277,12 @@ def test_filter_step_is_one_round_of_the_filter():
     cases = [rs.corrupt(2000, 20, 0.1, seed=14), rs.corrupt(1500, 60, 0.15, distance=5.0, spread=1.0, seed=15,
                                                             direction=torch.randn(60, generator=g, dtype=torch.float64))]
     for s in cases:
-        eps = 0.1 if s.x.shape[1] == 20 else 0.15
-        out = rs.filter_mean(s.x, eps)
+        rate = 0.1 if s.x.shape[1] == 20 else 0.15
+        out = rs.filter_mean(s.x, rate)
         keep = torch.ones(s.x.shape[0], dtype=torch.bool)
         steps = []
         while True:
-            remove, step = rs.filter_step(s.x[keep], eps)
+            remove, step = rs.filter_step(s.x[keep], rate)
             assert remove.shape == (int(keep.sum()),) and remove.dtype == torch.bool
             assert int(remove.sum()) == step.n_removed and step.n_remaining == int((~remove).sum())
             steps.append(step)
@@ -296,7 +296,7 @@ def test_filter_step_is_one_round_of_the_filter():
     clean = torch.randn(3000, 10, generator=g, dtype=torch.float64)
     remove, step = rs.filter_step(clean, 0.1)
     assert not bool(remove.any()) and step.eigenvalue <= step.bound, "clean Gaussian data is left alone"
-    with pytest.raises(ValueError, match="eps must satisfy 0 < eps < 0.5"):
+    with pytest.raises(ValueError, match="rate must satisfy 0 < rate < 0.5"):
         rs.filter_step(clean, 0.5)
     with pytest.raises(ValueError, match=r"x must have shape \(n, d\)"):
         rs.filter_step(clean[:, 0], 0.1)
@@ -320,9 +320,9 @@ def test_arguments_are_checked():
         rs.median(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match="trim must satisfy"):
         rs.trimmed_mean(x, 0.5)
-    with pytest.raises(ValueError, match="eps must satisfy 0 < eps < 0.5"):
+    with pytest.raises(ValueError, match="rate must satisfy 0 < rate < 0.5"):
         rs.filter_mean(x, 0.0)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="rate must be >= 0"):
         rs.eps_bump(10, -0.1, 1.0)
     with pytest.raises(ValueError, match="direction must be a non-zero vector"):
         rs.corrupt(10, 2, 0.1, direction=torch.zeros(2))

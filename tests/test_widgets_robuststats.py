@@ -38,18 +38,18 @@ def test_widget_builds_and_redraws_with_every_slider(demo, monkeypatch):
     update = demo.update
     monkeypatch.setattr(demo, "update", lambda *a, **k: calls.append(a) or update(*a, **k))
     box = demo.widget(location_max=40.0)
-    eps, location = box.children[0].children
+    rate, location = box.children[0].children
     assert location.max == 40.0 and location.min == -40.0
     assert calls == [(0.1, 10.0)], "the widget draws its initial state once"
-    eps.value = 0.3
+    rate.value = 0.3
     location.value = -20.0
     assert calls[-2:] == [(0.3, 10.0), (0.3, -20.0)] and len(calls) == 3
 
 
 def test_arguments_are_checked(demo):
-    with pytest.raises(ValueError, match="eps must be <= 0.49"):
+    with pytest.raises(ValueError, match="rate must be <= 0.49"):
         demo.update(0.6, 1.0)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="rate must be >= 0"):
         demo.update(-0.1, 1.0)
     with pytest.raises(TypeError, match="location must be a real number"):
         demo.update(0.1, "far")

@@ -1,8 +1,10 @@
-r"""Robust statistics: estimating a mean when an eps fraction of the data is adversarial (chapter 9).
+r"""Robust statistics: estimating a mean when a fraction of the data is adversarial (chapter 9).
 
 The model of contamination (Huber): draw :math:`n` samples from :math:`\mathcal{N}(\mu, I_d)`,
 then let an adversary replace an :math:`\varepsilon` fraction of them by arbitrary points.
-What can an estimator still say about :math:`\mu`?
+What can an estimator still say about :math:`\mu`? The fraction :math:`\varepsilon` is the
+argument ``rate`` of every function here (as the poison fraction of :mod:`robustlab.poisoning`;
+``eps`` is a threat radius elsewhere in the package).
 
 1. **One dimension.** The mean and the standard deviation follow an
    :math:`\varepsilon`-bump to infinity; the median and the MAD move by

@@ -22,13 +22,13 @@ def _samples(x, name: str = "x", *, ndim=(1, 2)) -> torch.Tensor:
     return x
 
 
-def _fraction(eps, name: str = "eps", *, low_open: bool = False, high: float = 1.0) -> float:
+def _fraction(rate, name: str = "rate", *, low_open: bool = False, high: float = 1.0) -> float:
     """A fraction of the samples in [0, high) (in (0, high) with ``low_open``)."""
-    eps = check_nonneg(eps, name, allow_tensor=False)
-    if (low_open and eps <= 0) or eps >= high:
+    rate = check_nonneg(rate, name, allow_tensor=False)
+    if (low_open and rate <= 0) or rate >= high:
         lo = "0 <" if low_open else "0 <="
-        raise ValueError(f"{name} must satisfy {lo} {name} < {high}, got {eps}")
-    return float(eps)
+        raise ValueError(f"{name} must satisfy {lo} {name} < {high}, got {rate}")
+    return float(rate)
 
 
 def _real(value, name: str) -> float:

@@ -21,17 +21,17 @@ class MeanErrors(NamedTuple):
     r"""L2 errors of mean estimators under :func:`corrupt`'s strong corruption, and the reference rates."""
 
     dims: tuple
-    eps_values: tuple
+    rate_values: tuple
     n: int
-    errors: dict  # estimator name -> (len(eps_values), len(dims)) tensor of ||estimate - mu||_2
-    rates: dict  # "eps_sqrt_d", "eps_sqrt_log", "sampling" -> (len(eps_values), len(dims)) tensors
+    errors: dict  # estimator name -> (len(rate_values), len(dims)) tensor of ||estimate - mu||_2
+    rates: dict  # "eps_sqrt_d", "eps_sqrt_log", "sampling" -> (len(rate_values), len(dims)) tensors
     removed_outlier_fraction: torch.Tensor  # (E, D): of the samples the filter removed, the share of outliers
 
 
 ESTIMATORS = ("mean", "coordinatewise_median", "geometric_median", "filter")
 
 
-def compare_mean_estimators(dims=(10, 100, 1000), eps_values=(0.1,), n: int = 2000, *, distance: float | None = None,
+def compare_mean_estimators(dims=(10, 100, 1000), rate_values=(0.1,), n: int = 2000, *, distance: float | None = None,
                             estimators=ESTIMATORS, seed: int = 0, progress: bool | None = None) -> MeanErrors:
     r"""Errors of the mean, the coordinate-wise median, the geometric median and the filter vs :math:`d` and :math:`\varepsilon`.
 
@@ -46,7 +46,7 @@ def compare_mean_estimators(dims=(10, 100, 1000), eps_values=(0.1,), n: int = 20
     ----------
     dims : sequence of int
         Dimensions.
-    eps_values : sequence of float
+    rate_values : sequence of float
         Corrupted fractions in (0, 1/2).
     n : int
         Sample size (the same for every dimension).
@@ -65,29 +65,29 @@ def compare_mean_estimators(dims=(10, 100, 1000), eps_values=(0.1,), n: int = 20
 
     Examples
     --------
-    >>> out = compare_mean_estimators(dims=(20,), eps_values=(0.1,), n=1000, progress=False)
+    >>> out = compare_mean_estimators(dims=(20,), rate_values=(0.1,), n=1000, progress=False)
     >>> bool(out.errors["filter"][0, 0] < out.errors["mean"][0, 0] < out.errors["coordinatewise_median"][0, 0])
     True
     """
     dims = tuple(dims)
-    eps_values = tuple(eps_values)
-    if not dims or not eps_values:
-        raise ValueError("dims and eps_values must each hold at least one value")
+    rate_values = tuple(rate_values)
+    if not dims or not rate_values:
+        raise ValueError("dims and rate_values must each hold at least one value")
     for d in dims:
         check_positive_int(d, "dims")
-    for e in eps_values:
-        _fraction(e, "eps_values", low_open=True, high=0.5)
+    for e in rate_values:
+        _fraction(e, "rate_values", low_open=True, high=0.5)
     check_positive_int(n, "n")
     estimators = tuple(estimators)
     for name in estimators:
         check_choice(name, "estimators", ESTIMATORS)
-    shape = (len(eps_values), len(dims))
+    shape = (len(rate_values), len(dims))
     errors = {name: torch.zeros(shape, dtype=torch.float64) for name in estimators}
     purity = torch.full(shape, math.nan, dtype=torch.float64)
-    bar = config.progress_bar(len(dims) * len(eps_values), "mean estimators", config.progress_enabled(progress),
+    bar = config.progress_bar(len(dims) * len(rate_values), "mean estimators", config.progress_enabled(progress),
                               unit="setting")
     with bar:
-        for a, e in enumerate(eps_values):
+        for a, e in enumerate(rate_values):
             for b, d in enumerate(dims):
                 s = corrupt(n, d, e, distance=distance, seed=seed + 1000 * a + b)
                 for name in estimators:
@@ -101,11 +101,11 @@ def compare_mean_estimators(dims=(10, 100, 1000), eps_values=(0.1,), n: int = 20
                                "geometric_median": geometric_median}[name](s.x)
                     errors[name][a, b] = float((est - s.mu).norm())
                 bar.update(1)
-    e_col = torch.tensor(eps_values, dtype=torch.float64)[:, None]
+    e_col = torch.tensor(rate_values, dtype=torch.float64)[:, None]
     d_row = torch.tensor(dims, dtype=torch.float64)[None, :]
     rates = {
         "eps_sqrt_d": e_col * d_row.sqrt(),
         "eps_sqrt_log": (e_col * torch.log(1 / e_col).sqrt()).expand(shape).clone(),
         "sampling": (d_row / n).sqrt().expand(shape).clone(),
     }
-    return MeanErrors(dims, eps_values, n, errors, rates, purity)
+    return MeanErrors(dims, rate_values, n, errors, rates, purity)

@@ -21,14 +21,14 @@ class Corrupted(NamedTuple):
     mu: torch.Tensor  # () or (d,)
 
 
-def _outlier_mask(n: int, eps: float, g: torch.Generator) -> torch.Tensor:
-    m = int(math.floor(eps * n))
+def _outlier_mask(n: int, rate: float, g: torch.Generator) -> torch.Tensor:
+    m = int(math.floor(rate * n))
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=g)[:m]] = True
     return mask
 
 
-def eps_bump(n: int, eps: float, location: float, *, mu: float = 0.0, sigma: float = 1.0,
+def eps_bump(n: int, rate: float, location: float, *, mu: float = 0.0, sigma: float = 1.0,
              width: float = 0.0, seed: int = 0) -> Corrupted:
     r"""A 1-D :math:`\varepsilon`-corrupted Gaussian sample: :math:`\lfloor\varepsilon n\rfloor` of :math:`n`
     draws from :math:`\mathcal{N}(\mu, \sigma^2)` replaced by a bump :math:`\mathcal{N}(\text{location}, \text{width}^2)`.
@@ -37,7 +37,7 @@ def eps_bump(n: int, eps: float, location: float, *, mu: float = 0.0, sigma: flo
     ----------
     n : int
         Sample size.
-    eps : float
+    rate : float
         Corrupted fraction, :math:`0 \le \varepsilon < 1`.
     location : float
         Centre of the adversary's bump.
@@ -62,19 +62,19 @@ def eps_bump(n: int, eps: float, location: float, *, mu: float = 0.0, sigma: flo
     True
     """
     check_positive_int(n, "n")
-    eps = _fraction(eps)
+    rate = _fraction(rate)
     location, mu = _real(location, "location"), _real(mu, "mu")
     check_positive(sigma, "sigma")
     check_nonneg(width, "width", allow_tensor=False)
     g = _generator(seed)
     x = mu + sigma * torch.randn(n, generator=g, dtype=torch.float64)
-    mask = _outlier_mask(n, eps, g)
+    mask = _outlier_mask(n, rate, g)
     bump = location + width * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
     x[mask] = bump
     return Corrupted(x, mask, torch.tensor(mu, dtype=torch.float64))
 
 
-def corrupt(n: int, d: int, eps: float, *, distance: float | None = None, direction: torch.Tensor | None = None,
+def corrupt(n: int, d: int, rate: float, *, distance: float | None = None, direction: torch.Tensor | None = None,
             spread: float = 0.0, mu: torch.Tensor | None = None, seed: int = 0) -> Corrupted:
     r"""An :math:`\varepsilon`-corrupted sample of :math:`\mathcal{N}(\mu, I_d)` with the outliers in one cluster.
 
@@ -91,7 +91,7 @@ def corrupt(n: int, d: int, eps: float, *, distance: float | None = None, direct
     ----------
     n, d : int
         Sample size and dimension.
-    eps : float
+    rate : float
         Corrupted fraction, :math:`0 \le \varepsilon < 1`.
     distance : float, optional
         :math:`r \ge 0`, default :math:`\sqrt d`.
@@ -112,12 +112,12 @@ def corrupt(n: int, d: int, eps: float, *, distance: float | None = None, direct
     Examples
     --------
     >>> s = corrupt(2000, 100, 0.1, seed=0)
-    >>> round(float((mean(s.x) - s.mu).norm()), 2)  # about sqrt(eps^2 d + d/n) = 1.02
+    >>> round(float((mean(s.x) - s.mu).norm()), 2)  # about sqrt(rate^2 d + d/n) = 1.02
     1.01
     """
     check_positive_int(n, "n")
     check_positive_int(d, "d")
-    eps = _fraction(eps)
+    rate = _fraction(rate)
     r = math.sqrt(d) if distance is None else float(check_nonneg(distance, "distance", allow_tensor=False))
     check_nonneg(spread, "spread", allow_tensor=False)
     if direction is None:
@@ -139,7 +139,7 @@ def corrupt(n: int, d: int, eps: float, *, distance: float | None = None, direct
         mu = mu.to(torch.float64)
     g = _generator(seed)
     x = mu + torch.randn(n, d, generator=g, dtype=torch.float64)
-    mask = _outlier_mask(n, eps, g)
+    mask = _outlier_mask(n, rate, g)
     m = int(mask.sum())
     x[mask] = mu + r * v + spread * torch.randn(m, d, generator=g, dtype=torch.float64)
     return Corrupted(x, mask, mu)
@@ -150,11 +150,11 @@ class BumpExperiment(NamedTuple):
 
     locations: torch.Tensor  # (L,)
     errors: dict  # name -> (L,) tensor: |estimate - mu| for locations, |scale - sigma| for scales
-    eps: float
+    rate: float
     n: int
 
 
-def eps_bump_experiment(n: int = 1000, eps: float = 0.1, locations=None, *, trim: float = 0.1,
+def eps_bump_experiment(n: int = 1000, rate: float = 0.1, locations=None, *, trim: float = 0.1,
                         seed: int = 0) -> BumpExperiment:
     r"""The 1-D :math:`\varepsilon`-bump experiment: move the bump out and watch the estimators.
 
@@ -171,7 +171,7 @@ def eps_bump_experiment(n: int = 1000, eps: float = 0.1, locations=None, *, trim
     ----------
     n : int
         Sample size.
-    eps : float
+    rate : float
         Corrupted fraction, :math:`0 \le \varepsilon < 1/2`.
     locations : torch.Tensor, optional
         Bump positions, shape (L,); default ``torch.linspace(0, 50, 51)``.
@@ -192,14 +192,14 @@ def eps_bump_experiment(n: int = 1000, eps: float = 0.1, locations=None, *, trim
     ([0.0, 100.0], True)
     """
     check_positive_int(n, "n")
-    eps = _fraction(eps, high=0.5)
+    rate = _fraction(rate, high=0.5)
     if locations is None:
         locations = torch.linspace(0.0, 50.0, 51, dtype=torch.float64)
     check_finite(locations, "locations")
     if locations.dim() != 1 or locations.numel() == 0:
         raise ValueError(f"locations must have shape (L,) with L >= 1, got {tuple(locations.shape)}")
     locations = locations.to(torch.float64)
-    base = eps_bump(n, eps, 0.0, seed=seed)
+    base = eps_bump(n, rate, 0.0, seed=seed)
     x = base.x[:, None].repeat(1, locations.numel())  # column j: bump at locations[j]
     x[base.is_outlier] = locations
     errors = {
@@ -209,4 +209,4 @@ def eps_bump_experiment(n: int = 1000, eps: float = 0.1, locations=None, *, trim
         "std": (std(x) - 1).abs(),
         "mad": (mad(x) - 1).abs(),
     }
-    return BumpExperiment(locations, errors, eps, n)
+    return BumpExperiment(locations, errors, rate, n)

@@ -46,7 +46,7 @@ def _top_eigen(xc: torch.Tensor, g: torch.Generator, exact_up_to: int = 256, q: 
     return float(vals[-1]), basis @ vecs[:, -1]
 
 
-def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: float = 2.5, tau: float = 0.1,
+def filter_mean(x: torch.Tensor, rate: float, *, c_stop: float = 3.0, c_tail: float = 2.5, tau: float = 0.1,
                 sample_allowance: bool = True, max_iter: int | None = None, seed: int = 0) -> FilterResult:
     r"""Robust mean of an :math:`\varepsilon`-corrupted :math:`\mathcal{N}(\mu, I_d)` sample by filtering.
 
@@ -92,7 +92,7 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
     ----------
     x : torch.Tensor
         The corrupted sample, shape (n, d).
-    eps : float
+    rate : float
         The corrupted fraction, :math:`0 < \varepsilon < 1/2`.
     c_stop, c_tail, tau : float
         The constants of the stopping rule and of the tail rule.
@@ -120,7 +120,7 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
     (True, 'spectral')
     """
     x = _samples(x, ndim=(2,))
-    eps = _fraction(eps, low_open=True, high=0.5)
+    rate = _fraction(rate, low_open=True, high=0.5)
     for value, name in ((c_stop, "c_stop"), (c_tail, "c_tail"), (tau, "tau")):
         check_positive(value, name)
     if not isinstance(sample_allowance, bool):
@@ -130,10 +130,10 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
     g = _generator(seed)
     xs = x.to(torch.float64)
     keep = torch.ones(n, dtype=torch.bool)
-    slack = eps / (d * max(1.0, math.log(d * eps / tau)))
+    slack = rate / (d * max(1.0, math.log(d * rate / tau)))
     history, stopped = [], "max_iter"
     for _ in range(max_iter):
-        drop, step, reason = _filter_round(xs[keep], eps, g, c_stop=c_stop, c_tail=c_tail, slack=slack,
+        drop, step, reason = _filter_round(xs[keep], rate, g, c_stop=c_stop, c_tail=c_tail, slack=slack,
                                            sample_allowance=sample_allowance)
         history.append(step)
         if reason is not None:
@@ -144,7 +144,7 @@ def filter_mean(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: flo
     return FilterResult(xs[keep].mean(0).to(x.dtype), ~keep, tuple(history), stopped)
 
 
-def _filter_round(s: torch.Tensor, eps: float, g: torch.Generator, *, c_stop: float, c_tail: float, slack: float,
+def _filter_round(s: torch.Tensor, rate: float, g: torch.Generator, *, c_stop: float, c_tail: float, slack: float,
                   sample_allowance: bool):
     """One round of the filter on the remaining samples ``s`` (m, d), float64.
 
@@ -155,7 +155,7 @@ def _filter_round(s: torch.Tensor, eps: float, g: torch.Generator, *, c_stop: fl
     mu_hat = s.mean(0)
     lam, v = _top_eigen(s - mu_hat, g)
     rho = (1 + math.sqrt(d / m)) ** 2 - 1 if sample_allowance else 0.0
-    bound = 1 + c_stop * eps * math.log(1 / eps) + rho
+    bound = 1 + c_stop * rate * math.log(1 / rate) + rho
     nothing = torch.zeros(m, dtype=torch.bool)
     if lam <= bound:
         return nothing, FilterStep(lam, bound, math.nan, 0, m), "spectral"
@@ -164,7 +164,7 @@ def _filter_round(s: torch.Tensor, eps: float, g: torch.Generator, *, c_stop: fl
     r_sorted = r.sort().values
     beyond = m - torch.searchsorted(r_sorted, r_sorted, right=True)  # #{r > r_(i)}, ties included
     tail = beyond.to(torch.float64) / m
-    q = 0.5 * torch.special.erfc((r_sorted - 2 * eps) / math.sqrt(2))
+    q = 0.5 * torch.special.erfc((r_sorted - 2 * rate) / math.sqrt(2))
     excess = tail - c_tail * (q + slack)
     best = int(excess.argmax())
     if float(excess[best]) <= 0 or int(beyond[best]) == 0:
@@ -174,16 +174,15 @@ def _filter_round(s: torch.Tensor, eps: float, g: torch.Generator, *, c_stop: fl
     return drop, FilterStep(lam, bound, cutoff, int(drop.sum()), m - int(drop.sum())), None
 
 
-def filter_step(x: torch.Tensor, eps: float, *, c_stop: float = 3.0, c_tail: float = 2.5, tau: float = 0.1,
+def filter_step(x: torch.Tensor, rate: float, *, c_stop: float = 3.0, c_tail: float = 2.5, tau: float = 0.1,
                 sample_allowance: bool = True, seed: int = 0) -> tuple[torch.Tensor, FilterStep]:
     r"""One round of :func:`filter_mean` on the samples ``x``: which of them it removes, and why.
 
     Exactly the round that :func:`filter_mean` runs on the samples it has not yet removed
     (steps 1--3 of its description, with the same constants): the empirical mean and the
     top eigenpair :math:`(\lambda, v)` of the empirical covariance (divided by :math:`n`);
-    nothing is removed if :math:`\lambda \le 1 + Carepsilon\log(1/arepsilon) + 
-ho`;
-    otherwise the samples whose distance :math:`|v^	op x_i - \operatorname{median}_j v^	op x_j|`
+    nothing is removed if :math:`\lambda \le 1 + C\,\varepsilon\log(1/\varepsilon) + \rho`;
+    otherwise the samples whose distance :math:`|v^\top x_i - \operatorname{median}_j v^\top x_j|`
     exceeds the cutoff of the tail rule are removed (none if no radius passes the rule).
     Running it until it removes nothing gives :func:`filter_mean`'s estimate (for
     :math:`d > 256`, where the top eigenpair comes from a randomized solver, up to that
@@ -193,7 +192,7 @@ ho`;
     ----------
     x : torch.Tensor
         The remaining samples, shape (n, d).
-    eps, c_stop, c_tail, tau, sample_allowance, seed
+    rate, c_stop, c_tail, tau, sample_allowance, seed
         As in :func:`filter_mean`.
 
     Returns
@@ -214,13 +213,13 @@ ho`;
     (0, True)
     """
     x = _samples(x, ndim=(2,))
-    eps = _fraction(eps, low_open=True, high=0.5)
+    rate = _fraction(rate, low_open=True, high=0.5)
     for value, name in ((c_stop, "c_stop"), (c_tail, "c_tail"), (tau, "tau")):
         check_positive(value, name)
     if not isinstance(sample_allowance, bool):
         raise TypeError(f"sample_allowance must be True or False, got {type(sample_allowance).__name__}")
     d = x.shape[1]
-    slack = eps / (d * max(1.0, math.log(d * eps / tau)))
-    drop, step, _ = _filter_round(x.to(torch.float64), eps, _generator(seed), c_stop=c_stop, c_tail=c_tail,
+    slack = rate / (d * max(1.0, math.log(d * rate / tau)))
+    drop, step, _ = _filter_round(x.to(torch.float64), rate, _generator(seed), c_stop=c_stop, c_tail=c_tail,
                                   slack=slack, sample_allowance=sample_allowance)
     return drop, step

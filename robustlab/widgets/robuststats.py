@@ -36,14 +36,14 @@ class EpsBumpExplorer:
     Examples
     --------
     >>> demo = EpsBumpExplorer(n=1000)
-    >>> out = demo.update(eps=0.2, location=30.0)
+    >>> out = demo.update(rate=0.2, location=30.0)
     >>> round(out["estimates"]["mean"], 1), abs(out["estimates"]["median"]) < 0.5
     (6.0, True)
     """
 
     ESTIMATORS = ("mean", "median", "trimmed_mean")
     SCALES = ("std", "mad")
-    EPS_MAX = 0.49
+    RATE_MAX = 0.49
 
     def __init__(self, n: int = 1000, *, width: float = 0.5, trim: float = 0.1, seed: int = 0):
         self.n = check_positive_int(n, "n")
@@ -52,12 +52,12 @@ class EpsBumpExplorer:
         self.seed = seed
         _rs.trimmed_mean(torch.zeros(2), trim)  # checks trim
 
-    def update(self, eps: float, location: float) -> dict:
+    def update(self, rate: float, location: float) -> dict:
         """The corrupted sample and every estimate, for one setting of the sliders."""
-        check_nonneg(eps, "eps", allow_tensor=False)
-        if eps > self.EPS_MAX:
-            raise ValueError(f"eps must be <= {self.EPS_MAX}, got {eps}")
-        s = _rs.eps_bump(self.n, eps, location, width=self.width, seed=self.seed)
+        check_nonneg(rate, "rate", allow_tensor=False)
+        if rate > self.RATE_MAX:
+            raise ValueError(f"rate must be <= {self.RATE_MAX}, got {rate}")
+        s = _rs.eps_bump(self.n, rate, location, width=self.width, seed=self.seed)
         return {
             "x": s.x, "is_outlier": s.is_outlier,
             "estimates": {"mean": float(_rs.mean(s.x)), "median": float(_rs.median(s.x)),
@@ -65,7 +65,7 @@ class EpsBumpExplorer:
             "scales": {"std": float(_rs.std(s.x)), "mad": float(_rs.mad(s.x))},
         }
 
-    def _draw(self, ax, result, eps, location):
+    def _draw(self, ax, result, rate, location):
         import numpy as np
 
         x = result["x"].numpy()
@@ -81,23 +81,23 @@ class EpsBumpExplorer:
             color, ls = styles[name]
             ax.axvline(value, color=color, ls=ls, lw=2, label=f"{name.replace('_', ' ')} {value:+.2f}")
         sc = result["scales"]
-        ax.set_title(f"ε = {eps:.2f}, bump at {location:.0f}:  std {sc['std']:.2f},  MAD {sc['mad']:.2f}",
+        ax.set_title(f"ε = {rate:.2f}, bump at {location:.0f}:  std {sc['std']:.2f},  MAD {sc['mad']:.2f}",
                      fontsize=9)
         ax.set_xlabel("x")
         ax.legend(fontsize=7, loc="upper right")
 
     def snapshot(self, settings=((0.0, 10.0), (0.1, 10.0), (0.1, 40.0), (0.3, 40.0))):
-        """A static figure, one panel per ``(eps, location)`` pair in ``settings`` (for the printed book)."""
+        """A static figure, one panel per ``(rate, location)`` pair in ``settings`` (for the printed book)."""
         import matplotlib.pyplot as plt
 
         settings = [tuple(s) for s in settings]
         if not settings or any(len(s) != 2 for s in settings):
-            raise ValueError("settings must hold at least one (eps, location) pair")
+            raise ValueError("settings must hold at least one (rate, location) pair")
         cols = min(2, len(settings))
         rows = math.ceil(len(settings) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
-        for ax, (eps, loc) in zip(axes.flat, settings):
-            self._draw(ax, self.update(eps, loc), eps, loc)
+        for ax, (rate, loc) in zip(axes.flat, settings):
+            self._draw(ax, self.update(rate, loc), rate, loc)
         for ax in list(axes.flat)[len(settings):]:
             ax.axis("off")
         fig.tight_layout()
@@ -109,13 +109,13 @@ class EpsBumpExplorer:
         import matplotlib.pyplot as plt
 
         check_nonneg(location_max, "location_max", allow_tensor=False)
-        eps = W.FloatSlider(value=0.1, min=0.0, max=0.45, step=0.01, description="ε", continuous_update=False)
+        rate = W.FloatSlider(value=0.1, min=0.0, max=0.45, step=0.01, description="ε", continuous_update=False)
         location = W.FloatSlider(value=min(10.0, location_max), min=-location_max, max=location_max, step=0.5,
                                  description="bump at", continuous_update=False)
 
         def draw():
             fig, ax = plt.subplots(figsize=(7, 3.4))
-            self._draw(ax, self.update(eps.value, location.value), eps.value, location.value)
+            self._draw(ax, self.update(rate.value, location.value), rate.value, location.value)
             return fig
 
-        return live([[eps, location]], draw)
+        return live([[rate, location]], draw)
