@@ -48,9 +48,7 @@ Parameter names (one meaning each, the same in every module):
     A ``torch.nn.Module`` from inputs in [0, 1] to logits (normalization inside the model).
 ``eps``
     A threat radius, in pixel units, in the norm ``norm`` (``"linf"`` by default; ``"l2"``,
-    ``"l1"``, ``"l0"``): attacks, adversarial training, certificates.
-    :mod:`robustlab.robuststats` still calls its contamination fraction ``eps`` (Huber's
-    epsilon); there it is a fraction of the samples, not a radius.
+    ``"l1"``, ``"l0"``): attacks, adversarial training, certificates. Never a fraction.
 ``norm``
     The threat model's norm, ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` (or inf, 2, 1, 0).
 ``step_size``
@@ -73,8 +71,9 @@ Parameter names (one meaning each, the same in every module):
     Finite Aggregation); in :func:`robustlab.stats.clopper_pearson` and its kin, the number of
     successes out of ``n``.
 ``rate``
-    A poison fraction: the share of the training set the adversary changes (label flips,
-    backdoors).
+    A poison fraction: the share of the data the adversary changes (label flips, backdoors,
+    the spectral filter's budget; the contamination fraction epsilon of
+    :mod:`robustlab.robuststats`).
 ``n_classes``
     The number of classes.
 ``seed``
