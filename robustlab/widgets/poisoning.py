@@ -8,7 +8,7 @@ from .. import data as _data
 from .. import models as _models
 from .. import poisoning as _P
 from .. import train as _train
-from .._validate import check_positive_int
+from .._validate import check_interval, check_positive_int, check_seed
 from ._live import live
 
 __all__ = ["PoisoningExplorer"]
@@ -75,7 +75,7 @@ class PoisoningExplorer:
             raise ValueError(f"arch must be one of ['cnn', 'mlp'], got {arch!r}")
         self.arch, self.width = arch, width
         self.epochs = check_positive_int(epochs, "epochs")
-        self.seed = check_positive_int(seed, "seed", allow_zero=True)
+        self.seed = check_seed(seed)
         if n_test is not None:
             test = _data.subset(test, check_positive_int(n_test, "n_test"), seed=seed)
         self.test = test
@@ -85,11 +85,7 @@ class PoisoningExplorer:
     # ------------------------------------------------------------------ computations
 
     def _rate(self, rate) -> float:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-            raise TypeError(f"rate must be a real number, got {type(rate).__name__}")
-        if not 0.0 <= rate <= self.RATE_MAX:
-            raise ValueError(f"rate must be in [0, {self.RATE_MAX}], got {rate}")
-        return round(float(rate), 6)
+        return round(check_interval(rate, "rate", 0.0, self.RATE_MAX), 6)
 
     def backdoor_model(self, rate: float) -> torch.nn.Module:
         """The base model trained on the set with a backdoor at poison rate ``rate`` (cached)."""
