@@ -144,3 +144,14 @@ def test_pairwise_distance_arguments_are_checked():
         N.pairwise_lp_distance(torch.rand(2, 4), torch.rand(3, 5))
     with pytest.raises(ValueError, match="chunk"):
         N.pairwise_lp_distance(torch.rand(2, 4), torch.rand(3, 4), chunk=0)
+
+
+def test_numpy_scalars_are_radii_like_python_numbers():
+    import numpy as np
+
+    x, c = torch.rand(4, 6), torch.rand(4, 6)
+    for project in (rl.norms.project_linf, rl.norms.project_l2, rl.norms.project_l1):
+        assert torch.equal(project(x, c, np.float32(0.25)), project(x, c, float(np.float32(0.25))))
+        assert torch.equal(project(x, c, np.int64(1)), project(x, c, 1))
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        rl.norms.project_l2(x, c, np.bool_(True))
