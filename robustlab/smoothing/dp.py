@@ -36,9 +36,13 @@ its sensitivity :math:`N_{p,q} = \|W\|_{p,q} = \sup_{x \ne 0} \|Wx\|_q / \|x\|_p
 
 Everything after the noise layer is post-processing and keeps the guarantee. The noise
 is on at training and at prediction time. :func:`expected_scores` estimates
-:math:`E[A(x)]` by Monte Carlo, :func:`score_bounds` bounds it simultaneously for all
-classes (Bonferroni), and :func:`certify` applies the proposition to the bounds and
-returns the largest radius at which it holds.
+:math:`E[A(x)]` by Monte Carlo on the sampling engine (:mod:`robustlab.smoothing.sampling`:
+the layers before the noise run once per input, each input's noise comes from its own
+seeded stream, the estimate does not depend on the batch size), :func:`score_bounds`
+bounds it simultaneously for all classes (Bonferroni, with :mod:`robustlab.stats`), and
+:func:`certify` applies the proposition to the bounds and returns the shared
+:class:`~robustlab.certificates.Certificate` with the largest radius at which it holds.
+The operator norms behind :func:`sensitivity` live in :mod:`robustlab.lipschitz`.
 
 References: Lecuyer, Atlidakis, Geambasu, Hsu, Jana, "Certified robustness to adversarial
 examples with differential privacy", IEEE S&P 2019; Dwork and Roth, "The algorithmic
