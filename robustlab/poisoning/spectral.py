@@ -90,9 +90,9 @@ def spectral_filter(representations: torch.Tensor, labels: torch.Tensor, rate: f
     samples, :math:`\lfloor \text{factor}\cdot\varepsilon\, n_y \rfloor` samples with the
     largest :func:`spectral_signature_scores` are removed, so at most
     ``factor * rate`` of any label goes. Retrain on the kept samples. ``rate`` is Tran et
-    al.'s :math:`\varepsilon`, a poison fraction, named as in :func:`backdoor` and
-    :func:`label_flip` (the name ``eps`` is kept for the contamination fraction of
-    :mod:`robustlab.robuststats`, chapter 9).
+    al.'s :math:`\varepsilon`, a poison fraction, named as in
+    :func:`~robustlab.poisoning.backdoor`, :func:`~robustlab.poisoning.label_flip` and the
+    contamination fraction of :mod:`robustlab.robuststats`.
 
     Parameters
     ----------
