@@ -52,6 +52,10 @@ What the module computes:
 * :func:`fragility_study` -- Basu, Pope and Feizi (2021) at small scale: how well influence
   tracks leave-one-out retraining for a linear model against deeper nets, with and without
   weight decay, across test points.
+* :func:`spurious_digits` -- a two-digit task with a spurious cue (a bright corner square)
+  planted on part of one class in training only, :func:`plant_cue`, and
+  :func:`planted_among_top`: how many of the training points influence blames for the
+  model's mistakes are the planted ones.
 
 Everything here is for small problems (hundreds of training points, thousands of parameters):
 the whole training set is one batch and :meth:`EmpiricalRisk.hessian` builds :math:`H`.
@@ -61,7 +65,7 @@ One module per step: :mod:`~robustlab.influence.risk` (the risk, its gradients a
 :mod:`~robustlab.influence.ihvp` (inverse Hessian-vector products),
 :mod:`~robustlab.influence.scores` (influence scores), :mod:`~robustlab.influence.retrain`
 (the ground truth by retraining), :mod:`~robustlab.influence.correlation`,
-:mod:`~robustlab.influence.fragility`; every name is also here (``rl.influence.influences``).
+:mod:`~robustlab.influence.fragility`, :mod:`~robustlab.influence.spurious`; every name is also here (``rl.influence.influences``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ from .scores import Influences, influences, plot_influential
 from .retrain import fit_to_optimum, LeaveOneOut, leave_one_out
 from .correlation import pearson, spearman
 from .fragility import FragilityTable, fragility_study
+from .spurious import SpuriousTask, plant_cue, spurious_digits, planted_among_top
 
 __all__ = [
     "select_parameters",
@@ -87,4 +92,8 @@ __all__ = [
     "spearman",
     "FragilityTable",
     "fragility_study",
+    "SpuriousTask",
+    "plant_cue",
+    "spurious_digits",
+    "planted_among_top",
 ]
