@@ -91,6 +91,13 @@ def book_model_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
+def full_smoke_cache(run_tmp) -> Path:
+    """One model cache for every full-profile smoke execution of this test run (chapters and
+    labs, all workers): notebooks that use the same model train it once."""
+    return run_tmp / "full-smoke-cache"
+
+
+@pytest.fixture(scope="session")
 def built_book():
     """The book's HTML in _build/html, built (warnings as errors) if it is not there yet.
     Parallel workers take a lock, so the book is built once."""

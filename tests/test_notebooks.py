@@ -169,13 +169,6 @@ def test_executes_under_the_quick_profile(path, book_model_cache, request):
           f"slowest {_slowest_cells(nb)}")
 
 
-@pytest.fixture(scope="session")
-def full_smoke_cache(run_tmp):
-    """One model cache for every full-profile smoke run of this test run (and its workers):
-    chapters that use the same model train it once."""
-    return run_tmp / "full-smoke-cache"
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_executes_under_the_full_profile_on_small_files(path, fake_data_root, full_smoke_cache):
     nb, seconds = execute(path, {"ROBUSTLAB_PROFILE": "full", "ROBUSTLAB_SMOKE": "1",
