@@ -262,6 +262,48 @@ def test_ibp_training_certifies_what_standard_training_cannot(standard_mlp):
     assert certified <= pgd_acc, "a certified lower bound cannot exceed an attack's upper bound"
 
 
+def test_dual_loss_bounds_every_reached_point_and_trains_through_the_dual_bound(case):
+    model, x, y, eps = case
+    loss_fn = B.DualLoss(eps=0.2, kappa=0.5, warmup=2, ramp=4)
+    assert [loss_fn.schedule(t) for t in (0, 3, 9)] == [(0.0, 1.0), pytest.approx((0.1, 0.75)),
+                                                        pytest.approx((0.2, 0.5))]
+    robust, logits = B.DualLoss(eps=eps, kappa=0.0)(model, x, y)
+    assert torch.allclose(logits, model(x))
+    # the robust term is the cross-entropy of the dual bound's worst-case logits, exactly
+    net = B.relu_network(model, tuple(x.shape[1:]))
+    lower = B.dual_margin_bounds(net, x.flatten(1), y, eps)
+    expected = nn.functional.cross_entropy((-lower).masked_fill(nn.functional.one_hot(y, 4).bool(), 0.0), y)
+    assert torch.allclose(robust, expected)
+    assert not torch.allclose(robust, B.IBPLoss(eps=eps, kappa=0.0)(model, x, y)[0]), "a different bound"
+    # sound: above the cross-entropy at every reached point of the threat set
+    worst = reached_margins(model, x, y, eps)
+    assert (lower <= worst + 1e-5).all()
+    xs = (x[None] + eps * (torch.rand((500,) + x.shape) * 2 - 1)).clamp(0, 1).flatten(0, 1)
+    ce = nn.functional.cross_entropy(model(xs), y.repeat(500), reduction="none").view(500, -1)
+    assert float(robust.detach()) >= float(ce.detach().max(0).values.mean()) - 1e-5
+    (grad,) = torch.autograd.grad(robust, model[2].weight)
+    assert grad.abs().sum() > 0, "the loss trains the model through the dual bound"
+    clean, _ = B.DualLoss(eps=eps, kappa=1.0)(model, x, y)
+    assert torch.allclose(clean, nn.functional.cross_entropy(model(x), y))
+    for bad in (dict(eps=-0.1), dict(eps=0.1, kappa=1.5), dict(eps=0.1, warmup=-1)):
+        with pytest.raises(ValueError):
+            B.DualLoss(**bad)
+
+
+def test_dual_training_certifies_with_the_dual_bound_and_not_with_ibp(standard_mlp):
+    std, (x, y) = standard_mlp
+    eps = 0.1
+    model, hist = B.dual_trained_model("digits", eps=eps, progress=False, epochs=8, warmup_epochs=1, ramp_epochs=4)
+    dual = B.certified_accuracy(model, (x, y), eps, "dual")
+    pgd_acc = rl.train.evaluate(model, (rl.attacks.pgd(model, x, y, eps=eps, steps=20, seed=0), y))
+    assert rl.train.evaluate(model, (x, y)) >= 0.85
+    assert dual >= 0.4, dual
+    assert B.certified_accuracy(std, (x, y), eps, "dual") <= 0.2
+    assert dual <= pgd_acc, "a certified lower bound cannot exceed an attack's upper bound"
+    with pytest.raises(TypeError, match="unknown recipe"):
+        B.dual_trained_model("digits", eps=eps, epochz=3)
+
+
 # --------------------------------------------------------------------------- the exact MILP
 
 

@@ -26,6 +26,8 @@ Tedrake, 2019), NP-hard in general (Katz et al., 2017). Every method here comput
   shared :class:`robustlab.certificates.Certificate` (the network's own prediction,
   radius ``eps`` where certified and 0 elsewhere, in ``UNITS["linf"]``).
 * :class:`IBPLoss` and :func:`ibp_trained_model` -- certified training with IBP.
+* :class:`DualLoss` and :func:`dual_trained_model` -- certified training with the dual
+  bound (Wong and Kolter, 2018).
 
 The networks handled are ``nn.Sequential`` stacks of an optional
 :class:`robustlab.models.Normalize`, ``Flatten``, then ``Linear``, ``ReLU``, ...,
@@ -80,6 +82,9 @@ __all__ = [
     "IBPLoss",
     "IBP_RECIPES",
     "ibp_trained_model",
+    "DualLoss",
+    "DUAL_RECIPES",
+    "dual_trained_model",
 ]
 
 METHODS = ("ibp", "lp", "dual")
@@ -1011,6 +1016,13 @@ def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, t
         ``(model, history)``, the model in eval mode; the same architecture as
         ``rl.train.trained_model(arch="mlp", width=recipe["width"])``.
     """
+    return _certified_trained_model(IBPLoss, IBP_RECIPES, "IBP", dataset, eps, train_eps, seed, device, progress,
+                                    cache, overrides)
+
+
+def _certified_trained_model(loss_cls, recipes, label, dataset, eps, train_eps, seed, device, progress, cache,
+                             overrides) -> _train.Trained:
+    """The recipe, the ramped loss ``loss_cls`` and fit, shared by the certified-training models."""
     prof = config.profile()
     dataset = prof.dataset if dataset is None else dataset
     meta = _data.info(dataset)
@@ -1018,7 +1030,7 @@ def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, t
     check_nonneg(eps, "eps", allow_tensor=False)
     train_eps = 1.1 * eps if train_eps is None else train_eps
     check_nonneg(train_eps, "train_eps", allow_tensor=False)
-    recipe = dict(IBP_RECIPES[prof.name])
+    recipe = dict(recipes[prof.name])
     unknown = set(overrides) - set(recipe)
     if unknown:
         raise TypeError(f"unknown recipe entries {sorted(unknown)}; the recipe has {sorted(recipe)}")
@@ -1029,10 +1041,82 @@ def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, t
 
     def train_fn(model, train, test):
         batches = math.ceil(train.x.shape[0] / recipe["batch_size"])
-        loss_fn = IBPLoss(eps=float(train_eps), kappa=recipe["kappa"], warmup=recipe["warmup_epochs"] * batches,
-                          ramp=recipe["ramp_epochs"] * batches)
+        loss_fn = loss_cls(eps=float(train_eps), kappa=recipe["kappa"], warmup=recipe["warmup_epochs"] * batches,
+                           ramp=recipe["ramp_epochs"] * batches)
         return _train.fit(model, train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
                           seed=seed, loss_fn=loss_fn, eval_data=test, progress=progress, cache=cache,
-                          schedule="constant", desc=f"IBP training MLP on {dataset}")
+                          schedule="constant", desc=f"{label} training MLP on {dataset}")
 
     return profile_model(train_fn, dataset, "mlp", width=recipe["width"], seed=seed, device=device)
+
+
+@dataclasses.dataclass(frozen=True)
+class DualLoss(IBPLoss):
+    r"""Certified training with the dual bound (Wong and Kolter, 2018).
+
+    The loss of :class:`IBPLoss` with the margin bounds :math:`\underline{m}_j` of the dual
+    network (:func:`dual_margin_bounds`, Kolter and Wong's slopes :math:`u/(u - l)`, the
+    hidden layers' bounds computed layer by layer by the same dual network) in place of
+    IBP's:
+
+    .. math::
+
+        \mathcal{L} = \kappa\, \mathcal{L}_{\mathrm{CE}}\big(z(x), y\big)
+        + (1 - \kappa)\, \mathcal{L}_{\mathrm{CE}}\big(-J(x, \varepsilon), y\big),
+
+    with :math:`J_j` the dual bound of the margin :math:`z_y - z_j` (0 for :math:`j = y`).
+    Wong and Kolter minimize the robust term alone (:math:`\kappa = 0`); with
+    :math:`\kappa > 0` and the warm-up and ramp of :class:`IBPLoss` the two certified
+    trainings differ only in their bound. Every bound is a differentiable function of the
+    weights, batched over the inputs; one training batch costs about one backward pass of
+    the dual network per hidden unit of the layers after the first, more than IBP's two
+    forward passes.
+
+    Parameters
+    ----------
+    eps, kappa, warmup, ramp
+        As in :class:`IBPLoss` (the schedule is the same, :meth:`IBPLoss.schedule`).
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> x, y = torch.rand(8, 1, 8, 8), torch.arange(8)
+    >>> loss, logits = DualLoss(eps=0.05, kappa=0.0)(model, x, y)
+    >>> bool(loss >= rl.train.cross_entropy_loss(model, x, y)[0])  # the worst case is no better
+    True
+    >>> DualLoss(eps=0.1, warmup=2, ramp=4).schedule(3)
+    (0.05, 0.75)
+    """
+
+    def __call__(self, model, x, y, step=None):
+        eps, kappa = self.schedule(step)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if kappa < 1.0:
+            net = relu_network(model, tuple(x.shape[1:]))
+            lower = dual_margin_bounds(net, x.flatten(1), y, eps)
+            loss = kappa * loss + (1 - kappa) * F.cross_entropy(_worst_case_logits(lower, y), y)
+        return loss, logits
+
+
+# Recipes of :func:`dual_trained_model`: the IBP recipes' network and schedule.
+DUAL_RECIPES = {name: dict(recipe) for name, recipe in IBP_RECIPES.items()}
+
+
+def dual_trained_model(dataset: str | None = None, eps: float | None = None, *, train_eps: float | None = None,
+                       seed: int = 0, device=None, progress: bool | None = None, cache: bool = True,
+                       **overrides) -> _train.Trained:
+    """An MLP trained with :class:`DualLoss` on the profile's data set (cached on disk).
+
+    The same network, data, schedule and arguments as :func:`ibp_trained_model`, with the
+    recipe :data:`DUAL_RECIPES` (by default equal to :data:`IBP_RECIPES`, so the two
+    models differ only in the bound they were trained with).
+
+    Examples
+    --------
+    >>> DUAL_RECIPES["quick"] == IBP_RECIPES["quick"]
+    True
+    """
+    return _certified_trained_model(DualLoss, DUAL_RECIPES, "dual-bound", dataset, eps, train_eps, seed, device,
+                                    progress, cache, overrides)
