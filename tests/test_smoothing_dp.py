@@ -347,3 +347,85 @@ def test_arguments_are_checked():
         dp.max_eps(torch.tensor([1.5]), torch.tensor([0.1]), 0.0)
     with pytest.raises(ValueError, match="may only hold Normalize and Flatten"):
         dp.PixelDP(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(3, 2)), (3,))
+
+
+# --------------------------------------------------------------------------- noise on the input
+
+
+def test_noise_on_input_is_the_same_network_behind_a_frozen_identity():
+    model = rl.models.build("mlp", "digits", width=1, seed=0)
+    wrapped = dp.noise_on_input(model, (1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(wrapped(x), model(x), atol=1e-6)
+    assert not any(p.requires_grad for p in wrapped[1].parameters())
+    for norm, value in (("l2", 1.0), ("l1", 1.0)):
+        net = dp.PixelDP(wrapped, (1, 8, 8), norm=norm, eps=0.5, L=0.2)
+        assert net.layer_sensitivity() == pytest.approx(value, abs=1e-6) and net.sensitivity_exact
+        assert net.noise.scale == pytest.approx(dp.laplace_scale(0.5, 0.2) if norm == "l1"
+                                                else dp.gaussian_sigma(0.5, 1e-5, 0.2))
+    linf = dp.PixelDP(wrapped, (1, 8, 8), norm="linf", L=0.02)
+    assert linf.layer_sensitivity() >= 8.0 - 1e-5, "N_inf,2 of the identity on 64 pixels is sqrt(64)"
+    # the noise is on the pixels: the first features are the input itself
+    assert torch.allclose(linf.features(x), x.flatten(1) / linf.layer_sensitivity(), atol=1e-6)
+    assert dp.build("mlp", "digits", noise_at="input", width=1).first.weight.requires_grad is False
+    with pytest.raises(ValueError, match="noise_at"):
+        dp.build("mlp", "digits", noise_at="output")
+    with pytest.raises(TypeError, match="input_shape"):
+        dp.noise_on_input(model, 64)
+
+
+def test_input_noise_network_trains_only_its_own_weights():
+    net = dp.build("mlp", "digits", noise_at="input", width=1, L=0.1)
+    x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+    identity = net.first.weight.clone()
+    before = [p.clone() for p in net.rest.parameters() if p.requires_grad]
+    rl.train.fit(net, (x, y), epochs=2, lr=1e-2, batch_size=16, progress=False)
+    assert torch.equal(net.first.weight, identity)
+    after = [p for p in net.rest.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+# --------------------------------------------------------------------------- L1 smoothing: cube and Laplace
+
+
+def test_l1_radii_are_the_neyman_pearson_worst_cases():
+    sigma = 0.7
+    lam, b = math.sqrt(3) * sigma, sigma / math.sqrt(2)
+    p = torch.tensor([0.3, 0.5, 0.6, 0.9, 0.99], dtype=torch.float64)
+    uni = dp.l1_smoothing_radius(p, "uniform", sigma)
+    lap = dp.l1_smoothing_radius(p, "laplace", sigma)
+    assert (uni[:2] == 0).all() and (lap[:2] == 0).all()
+    # uniform cube, shift delta along one axis: the top class keeps mass p - delta / (2 lam), >= 1/2 up to R
+    for pa, r in zip(p[2:].tolist(), uni[2:].tolist()):
+        assert pa - r / (2 * lam) == pytest.approx(0.5)
+    # Laplace: the worst set is the half-line {z < t} of mass p; the shift by R leaves it mass exactly 1/2
+    for pa, r in zip(p[2:].tolist(), lap[2:].tolist()):
+        t = -b * math.log(2 * (1 - pa))
+        assert 1 - 0.5 * math.exp(-t / b) == pytest.approx(pa)
+        assert t == pytest.approx(r), "shifted by R, the half-line {z < t} keeps P(z < t - R) = P(z < 0) = 1/2"
+    # Monte Carlo in 1-D for the cube: the half-interval of mass p shifted by R keeps 1/2
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.rand(400_000, generator=gen, dtype=torch.float64) * 2 - 1) * lam
+    t = -lam + 2 * lam * 0.9
+    assert float(((z + float(uni[3])) < t).double().mean()) == pytest.approx(0.5, abs=3e-3)
+    # the two noises trade places: the cube certifies more at moderate p_A, Laplace near p_A = 1
+    assert uni[3] > lap[3] and lap[4] > uni[4]
+
+
+def test_l1_noise_needed_inverts_the_radius():
+    p = torch.tensor([0.4, 0.7, 0.95], dtype=torch.float64)
+    for noise in dp.L1_NOISES:
+        s = dp.l1_smoothing_sigma(p, noise, radius=0.3)
+        assert math.isinf(float(s[0]))
+        assert torch.allclose(dp.l1_smoothing_radius(p[1:], noise, 1.0) * s[1:], torch.full((2,), 0.3,
+                                                                                         dtype=torch.float64))
+        assert (dp.l1_smoothing_sigma(p, noise, radius=0.0) == 0).all()
+    with pytest.raises(ValueError, match="noise"):
+        dp.l1_smoothing_radius(0.9, "gaussian", 1.0)
+    with pytest.raises(ValueError, match="p_a"):
+        dp.l1_smoothing_radius(1.2, "uniform", 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        dp.l1_smoothing_radius(0.9, "uniform", 0.0)
+    with pytest.raises(ValueError, match="radius"):
+        dp.l1_smoothing_sigma(0.9, "uniform", -1.0)

@@ -85,6 +85,8 @@ __all__ = [
     "max_eps",
     "NoiseLayer",
     "PixelDP",
+    "NOISE_AT",
+    "noise_on_input",
     "build",
     "pixeldp_model",
     "expected_scores",
@@ -92,6 +94,9 @@ __all__ = [
     "predict",
     "certify",
     "SmoothedScores",
+    "L1_NOISES",
+    "l1_smoothing_radius",
+    "l1_smoothing_sigma",
 ]
 
 ATTACK_NORMS = {
@@ -414,34 +419,84 @@ class PixelDP(nn.Module):
                 f"L={self.L:g}, input_shape={self.input_shape}")
 
 
+NOISE_AT = ("layer", "input")
+
+
+def noise_on_input(model: nn.Module, input_shape) -> nn.Sequential:
+    r"""``model`` behind a fixed identity layer, so that :class:`PixelDP` puts its noise on the input.
+
+    Returns ``Sequential(Flatten, Linear(d, d) = identity, Unflatten, *model)`` with the
+    identity's weights frozen (``requires_grad=False``). :class:`PixelDP` makes the identity its
+    noisy layer: the noise is added to the pixels, at the sensitivity of the identity,
+    :math:`N_{p,q}(I) = \sup_{x \ne 0} \|x\|_q / \|x\|_p`, which is 1 for
+    :math:`p = q` (the L1 and L2 attacks) and :math:`\sqrt d` for the :math:`L_\infty`
+    attack with the Gaussian mechanism (:math:`p = \infty`, :math:`q = 2`). The whole of
+    ``model``, its normalization included, is post-processing.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> net = PixelDP(noise_on_input(rl.models.build("mlp", "digits", width=1), (1, 8, 8)), (1, 8, 8), norm="l2")
+    >>> round(net.layer_sensitivity(), 6), net.sensitivity_exact, net(torch.rand(2, 1, 8, 8)).shape
+    (1.0, True, torch.Size([2, 10]))
+    """
+    check_model(model)
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) == 0:
+        raise TypeError(f"input_shape must be the shape of one input, e.g. (1, 8, 8), got {input_shape!r}")
+    shape = tuple(check_positive_int(int(s), "input_shape") for s in input_shape)
+    d = math.prod(shape)
+    identity = nn.Linear(d, d)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(d))
+        identity.bias.zero_()
+    identity.requires_grad_(False)
+    ref = next(iter(model.parameters()), None)
+    if ref is not None:
+        identity.to(device=ref.device, dtype=ref.dtype)
+    return nn.Sequential(nn.Flatten(), identity, nn.Unflatten(1, shape), *(model if isinstance(model, nn.Sequential)
+                                                                          else [model]))
+
+
 def build(arch: str | None = None, dataset: str | None = None, *, norm: str = "l2", eps: float = 1.0,
-          delta: float = 1e-5, L: float = 0.1, width: int | None = None, seed: int | None = 0) -> PixelDP:
+          delta: float = 1e-5, L: float = 0.1, width: int | None = None, seed: int | None = 0,
+          noise_at: str = "layer") -> PixelDP:
     """A fresh :class:`PixelDP` network around :func:`robustlab.models.build`'s architecture.
+
+    ``noise_at="layer"`` (PixelDP's placement) adds the noise after the first layer;
+    ``"input"`` adds it to the input (:func:`noise_on_input`), with the same network after it.
 
     >>> net = build("cnn", "digits", norm="l1", eps=1.0, L=0.5)
     >>> net(torch.rand(3, 1, 8, 8)).shape, net.noise.mechanism, net.noise.scale
     (torch.Size([3, 10]), 'laplace', 0.5)
+    >>> build("mlp", "digits", noise_at="input").first.in_features  # the identity on the 64 pixels
+    64
     """
     meta = _data.info(dataset or config.profile().dataset)
     arch = arch or config.profile().arch
     check_choice(arch, "arch", ("mlp", "cnn"))
+    check_choice(noise_at, "noise_at", NOISE_AT)
     model = _models.build(arch, meta.name, width=width, seed=seed)
+    if noise_at == "input":
+        model = noise_on_input(model, meta.shape)
     return PixelDP(model, meta.shape, norm=norm, eps=eps, delta=delta, L=L)
 
 
 def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 1.0, delta: float = 1e-5,
                   L: float | None = None, arch: str | None = None, width: int | None = None,
                   epochs: int | None = None, seed: int = 0, device=None, progress: bool | None = None,
-                  cache: bool = True) -> _train.Trained:
+                  cache: bool = True, noise_at: str = "layer") -> _train.Trained:
     """A PixelDP network of the active profile trained with its noise on (cached on disk).
 
     ``L`` defaults to 0.1 (L2), 0.5 (L1) or 0.02 (Linf) pixels for the 8x8 digits and to
     0.3, 1.0, 0.02 for the larger data sets. Training is :func:`robustlab.train.fit` with
-    the profile's epochs, learning rate and batch size.
+    the profile's epochs, learning rate and batch size. ``noise_at`` places the noise
+    after the first layer (``"layer"``) or on the input (``"input"``), as in :func:`build`.
     """
     prof = config.profile()
     meta = _data.info(dataset or prof.dataset)
     check_choice(norm, "norm", ATTACK_NORMS)
+    check_choice(noise_at, "noise_at", NOISE_AT)
+    where = "" if noise_at == "layer" else ", noise on the input"
     if L is None:
         small = meta.name == "digits"
         L = {"l2": 0.1 if small else 0.3, "l1": 0.5 if small else 1.0, "linf": 0.02}[norm]
@@ -450,10 +505,10 @@ def pixeldp_model(dataset: str | None = None, *, norm: str = "l2", eps: float = 
     def train_fn(model, train, test):
         return _train.fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
                           batch_size=prof.batch_size, seed=seed, eval_data=test, progress=progress, cache=cache,
-                          desc=f"PixelDP ({norm}) training on {meta.name}")
+                          desc=f"PixelDP ({norm}{where}) training on {meta.name}")
 
     def make(arch, dataset, *, width, seed):
-        return build(arch, dataset, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed)
+        return build(arch, dataset, norm=norm, eps=eps, delta=delta, L=L, width=width, seed=seed, noise_at=noise_at)
 
     return profile_model(train_fn, meta.name, arch, width=width, seed=seed, device=device, build=make)
 
@@ -647,3 +702,69 @@ class SmoothedScores(nn.Module):
         logits = self.model(x.repeat_interleave(self.draws, dim=0))
         logp = logits.log_softmax(1).view(x.shape[0], self.draws, -1)
         return torch.logsumexp(logp, dim=1) - math.log(self.draws)
+
+
+# =========================================================================== L1 smoothing: cube against Laplace
+
+
+L1_NOISES = ("uniform", "laplace")
+
+
+def _check_l1_args(p_a, noise):
+    check_choice(noise, "noise", L1_NOISES)
+    p = torch.as_tensor(p_a, dtype=torch.float64)
+    if bool(torch.isnan(p).any()) or bool((p < 0).any()) or bool((p > 1).any()):
+        raise ValueError("p_a must hold probabilities in [0, 1]")
+    return p
+
+
+def l1_smoothing_radius(p_a, noise: str, sigma) -> torch.Tensor:
+    r"""Certified :math:`L_1` radius of smoothing with i.i.d. noise of standard deviation ``sigma`` per coordinate.
+
+    For a smoothed classifier whose top class has probability :math:`p_A > 1/2` under the
+    noise (the rest of the mass on the other classes), the Neyman--Pearson worst case gives
+
+    * ``"uniform"``: noise uniform in the cube :math:`[-\lambda, \lambda]^d`,
+      :math:`\lambda = \sqrt{3}\,\sigma`: :math:`R = 2\lambda\,(p_A - 1/2)`. Shifting the cube
+      by :math:`\Delta` moves at most :math:`\|\Delta\|_1 / (2\lambda)` of its mass, and
+      only that mass can change class (Yang et al., 2020);
+    * ``"laplace"``: :math:`\mathrm{Laplace}(0, b)`, :math:`b = \sigma / \sqrt 2`:
+      :math:`R = b \ln\big(1 / (2 (1 - p_A))\big)`, attained by a half-space on one
+      coordinate (Teng et al., 2020).
+
+    Both radii are 0 for :math:`p_A \le 1/2`. The two noises have the same variance, so
+    the comparison is at equal noise magnitude; the cube is the Wulff crystal of the
+    :math:`L_1` ball (Yang et al., 2020).
+
+    Examples
+    --------
+    >>> l1_smoothing_radius(torch.tensor([0.5, 0.9]), "uniform", sigma=1.0)  # 2 sqrt(3) (p_A - 1/2)
+    tensor([0.0000, 1.3856], dtype=torch.float64)
+    >>> l1_smoothing_radius(0.75, "laplace", sigma=2 ** 0.5)  # b = 1: ln 2
+    tensor(0.6931, dtype=torch.float64)
+    """
+    p = _check_l1_args(p_a, noise)
+    sigma = float(check_positive(sigma, "sigma"))
+    if noise == "uniform":
+        radius = 2.0 * math.sqrt(3.0) * sigma * (p - 0.5)
+    else:
+        radius = sigma / math.sqrt(2.0) * -torch.log(2.0 * (1.0 - p).clamp_min(1e-300))
+    return torch.where(p > 0.5, radius, torch.zeros_like(p))
+
+
+def l1_smoothing_sigma(p_a, noise: str, radius) -> torch.Tensor:
+    r"""The per-coordinate standard deviation for which :func:`l1_smoothing_radius` equals ``radius``.
+
+    The inverse of the radius in :math:`\sigma` (both radii are linear in it): the noise
+    each distribution needs for the same :math:`L_1` guarantee at top-class probability
+    ``p_a``; infinite where :math:`p_A \le 1/2` (nothing is certified), 0 for radius 0.
+
+    >>> l1_smoothing_sigma(0.75, "laplace", radius=math.log(2.0))
+    tensor(1.4142, dtype=torch.float64)
+    """
+    p = _check_l1_args(p_a, noise)
+    radius = float(check_nonneg(radius, "radius", allow_tensor=False))
+    per_sigma = l1_smoothing_radius(p, noise, 1.0)
+    out = radius / per_sigma.where(per_sigma > 0, torch.full_like(per_sigma, math.nan))
+    out = torch.where(per_sigma > 0, out, torch.full_like(p, math.inf))
+    return torch.where(torch.tensor(radius == 0.0), torch.zeros_like(p), out)
