@@ -33,7 +33,7 @@ from . import data as _data
 from . import models as _models
 from ._validate import check_positive_int
 
-__all__ = ["Recipe", "RECIPES", "WarmResult", "profile_model", "names", "recipes", "recipe", "build", "warm"]
+__all__ = ["Recipe", "RECIPES", "WarmResult", "profile_model", "planar_demo", "names", "recipes", "recipe", "build", "warm"]
 
 
 def profile_model(train_fn: Callable, dataset: str | None = None, arch: str | None = None, *, width: int | None = None,
@@ -117,6 +117,13 @@ def _ibp(**kw):
     return make
 
 
+def _dual(**kw):
+    def make():
+        from .certify.bounds import dual_trained_model
+        return dual_trained_model(**kw)
+    return make
+
+
 def _pixeldp(**kw):
     def make():
         from .smoothing.dp import pixeldp_model
@@ -159,6 +166,21 @@ def _ch10_dpa(k: int):
     return make
 
 
+def _training(fn_name: str, **kw):
+    def make():
+        from . import training
+        return getattr(training, fn_name)(**kw)
+    return make
+
+
+def planar_demo():
+    """The chapter 3 network-in-the-plane setting: its data and the trained pair (cached)."""
+    from .training import fit_planar
+    data = _data.linearly_separable(40, margin=0.1, seed=5)
+    epochs = 1 if config.profile().smoke else 500
+    return data, fit_planar(data, 0.08, width=64, epochs=epochs, steps=7, cache=True)
+
+
 def _recipes() -> dict:
     rows = [
         Recipe("standard", (1, 2, 3, 4, 7, 8, "lab0", "lab1", "benchmarks/adversarial_training.py"),
@@ -173,6 +195,12 @@ def _recipes() -> dict:
                _robust(method="trades", beta=1.0, steps=3, epochs=10, eps_ramp_epochs=2)),
         Recipe("trades-beta6", (3,), "TRADES, beta 6, 3 steps, 10 epochs",
                _robust(method="trades", beta=6.0, steps=3, epochs=10, eps_ramp_epochs=2)),
+        Recipe("planar-mlp", (3,), "a standard and a PGD-trained MLP on 2-D points, eps 0.08 (planar_demo())",
+               planar_demo),
+        Recipe("pgd-monitored", (3,), "PGD training monitored every epoch, rl.training.robust_generalization()",
+               _training("robust_generalization")),
+        Recipe("training-size", (3,), "standard and PGD training on 50-400 examples, "
+               "rl.training.accuracy_against_training_size()", _training("accuracy_against_training_size")),
         Recipe("noise-0.12", (7,), "Gaussian noise training, sigma 0.12", _robust(method="noise", sigma=0.12)),
         Recipe("noise-0.25", (3, 4, 7, "benchmarks/smoothing_certified_accuracy.py"),
                "Gaussian noise training, sigma 0.25", _robust(method="noise", sigma=0.25)),
@@ -182,8 +210,12 @@ def _recipes() -> dict:
                _robust(method="noise", sigma=0.25, arch="mlp")),
         Recipe("ibp", (5, "lab3"), "IBP certified training at the default eps (0.1), ibp_trained_model()",
                _ibp()),
+        Recipe("dual", (5,), "certified training with the dual bound (Kolter and Wong) at the default eps (0.1), "
+               "dual_trained_model()", _dual()),
         Recipe("pixeldp-l2", (6,), "PixelDP MLP, L2, eps 1, delta 1e-5",
                _pixeldp(arch="mlp", norm="l2", eps=1.0, delta=1e-5)),
+        Recipe("pixeldp-l2-input", (6,), "PixelDP MLP, L2, eps 1, delta 1e-5, the noise on the input",
+               _pixeldp(arch="mlp", norm="l2", eps=1.0, delta=1e-5, noise_at="input")),
         Recipe("dpa-k10", (10,), "DPA, k = 10, the poisoning explorer's base models",  _ch10_dpa(10)),
         Recipe("dpa-k50", (10,), "DPA, k = 50, the poisoning explorer's base models", _ch10_dpa(50)),
         Recipe("fa-k10-d4", (10,), "Finite Aggregation, k = 10, d = 4", _fa(10, 4)),
