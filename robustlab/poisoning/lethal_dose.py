@@ -4,6 +4,7 @@ against the number of partitions, per base learner, and the median certified rad
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import NamedTuple
 
 import torch
@@ -141,7 +142,7 @@ def lethal_dose_study(train, test, ks=(10, 25, 50, 100), learners: dict | None =
     """
     x, y = check_xy(train, "train")
     xt, yt = check_xy(test, "test")
-    ks = tuple(ks) if not isinstance(ks, int) else (ks,)
+    ks = (ks,) if isinstance(ks, Integral) and not isinstance(ks, bool) else tuple(ks)
     if not ks:
         raise ValueError("ks must hold at least one number of partitions")
     for k in ks:

@@ -42,7 +42,7 @@ import torch
 from .. import config
 from .. import models as _models
 from .. import votes as _votes
-from .._validate import check_choice, check_model, check_positive, check_positive_int, check_tensor
+from .._validate import check_choice, check_model, check_positive, check_positive_int, check_seed, check_tensor
 
 __all__ = [
     "BLOCK",
@@ -167,8 +167,8 @@ def seeds(seed, batch: int) -> list[int]:
     if seed is None:
         return torch.randint(0, 2 ** 62, (batch,)).tolist()
     if isinstance(seed, Integral) and not isinstance(seed, (bool, np.bool_)):
-        check_positive_int(int(seed), "seed", allow_zero=True)
-        return [int(seed) + i for i in range(batch)]
+        seed = check_seed(seed)
+        return [seed + i for i in range(batch)]
     if isinstance(seed, torch.Tensor):
         seed = seed.detach().cpu().tolist()
     if isinstance(seed, np.ndarray):
@@ -177,10 +177,7 @@ def seeds(seed, batch: int) -> list[int]:
         raise TypeError(f"seed must be an int or a sequence of one int per input, got {type(seed).__name__}")
     if len(seed) != batch:
         raise ValueError(f"seed must hold one seed per input ({batch}), got {len(seed)}")
-    for s in seed:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, Integral) or s < 0:
-            raise ValueError(f"seed must hold integers >= 0, got {s!r}")
-    return [int(s) for s in seed]
+    return [check_seed(s, "seed[i]") for s in seed]
 
 
 class Sampler:
