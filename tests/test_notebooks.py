@@ -86,10 +86,12 @@ def executed_by_the_book_build(path: Path, jupyter_cache: Path = JUPYTER_CACHE, 
     created = record.created if record.created.tzinfo else record.created.replace(tzinfo=timezone.utc)
     if created.timestamp() < (_package_mtime() if package_mtime is None else package_mtime):
         return None, None, "the package changed since the book build executed it"
-    try:
-        nb = cache.get_cache_bundle(record.pk).nb
-    except KeyError:
+    # read the executed notebook where jupyter-cache keeps it (get_cache_bundle would also write
+    # an access time to the cache's database, which parallel workers would contend for)
+    executed = jupyter_cache / "executed" / record.hashkey / "base.ipynb"
+    if not executed.is_file():
         return None, None, "the jupyter-cache lost the executed notebook"
+    nb = nbformat.read(executed, as_version=4)
     profiles = set(PROFILE_LINE.findall(_stream_text(nb)))
     if profiles != {"quick"}:
         return None, None, f"the build's execution does not show the quick profile (it shows {sorted(profiles)})"
