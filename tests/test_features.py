@@ -294,3 +294,80 @@ def test_numpy_scalars_are_numbers_and_seeds_are_checked():
         feat.tsipras_data(10, 5, seed=-2)
     with pytest.raises(TypeError, match="seed must be an integer"):
         feat.tsipras_linear_model(5, seed=0.5)
+
+
+# --------------------------------------------------------------------------- misalignment (Ilyas et al., section 4)
+
+
+def _random_cov(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return a @ a.T + 0.05 * torch.eye(d, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_ml_direction_is_the_likelihood_ratio_gradient(seed):
+    sigma = _random_cov(4, seed)
+    mu = torch.randn(4, generator=torch.Generator().manual_seed(seed + 10), dtype=torch.float64)
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    prec = torch.linalg.inv(sigma)
+    log_ratio = 0.5 * (((x + mu) @ prec) * (x + mu)).sum(1) - 0.5 * (((x - mu) @ prec) * (x - mu)).sum(1)
+    (grad,) = torch.autograd.grad(log_ratio.sum(), x)
+    assert torch.allclose(grad, 2 * feat.gaussian_ml_direction(mu, sigma).expand(5, 4), atol=1e-9)
+
+
+def test_the_robust_covariance_solves_its_eigenvalue_equation_and_flattens_the_spectrum():
+    sigma = _random_cov(5, 0)
+    s = torch.linalg.eigvalsh(sigma)
+    assert torch.allclose(feat.ilyas_robust_covariance(sigma, math.inf), sigma, atol=1e-10)
+    previous = float(s.max() / s.min())
+    for lam in (100.0, 10.0, 1.0, 0.1):
+        s_r = torch.linalg.eigvalsh(feat.ilyas_robust_covariance(sigma, lam))
+        assert torch.allclose((lam * s_r - 1) ** 2, lam ** 2 * s * s_r, rtol=1e-9)
+        assert (s_r > 1 / lam).all() and (s_r >= s - 1e-12).all()
+        condition = float(s_r.max() / s_r.min())
+        assert condition < previous
+        previous = condition
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gaussian_linear_accuracy_is_the_accuracy_of_samples_under_the_worst_l2_attack(seed):
+    g = torch.Generator().manual_seed(seed)
+    sigma = _random_cov(3, seed)
+    mu = torch.randn(3, generator=g, dtype=torch.float64)
+    w = torch.randn(3, generator=g, dtype=torch.float64)
+    n, eps = 200_000, 0.3
+    y = (torch.randint(0, 2, (n,), generator=g) * 2 - 1).double()
+    x = y[:, None] * mu + torch.randn(n, 3, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(sigma).T
+    x_worst = x - eps * y[:, None] * w / w.norm()
+    for data, e in ((x, 0.0), (x_worst, eps)):
+        sampled = float(((data @ w) * y > 0).double().mean())
+        assert sampled == pytest.approx(feat.gaussian_linear_accuracy(w, mu, sigma, e), abs=4e-3)
+
+
+def test_robust_training_turns_the_gradient_towards_mu_and_trades_clean_for_robust_accuracy():
+    mu, sigma = [1.0, 0.1], [[1.0, 0.0], [0.0, 0.001]]
+    m = feat.misalignment(mu, sigma, eps=0.1, inv_lams=(0.0, 0.01, 0.1, 1.0, 10.0))
+    assert all(a > b for a, b in zip(m.angles, m.angles[1:]))
+    assert all(a > b for a, b in zip(m.condition, m.condition[1:]))
+    assert m.angles[0] > 80 and m.angles[-1] < 5       # from nearly orthogonal to nearly aligned
+    assert m.clean[0] == max(m.clean)                  # maximum likelihood is the most accurate
+    assert max(m.robust) > m.robust[0] + 0.1           # and far from the most robust
+    assert m.angles[0] == pytest.approx(feat.gradient_angle(feat.gaussian_ml_direction(mu, sigma), mu))
+    axes = m.plot()
+    assert len(axes) == 2
+
+
+def test_misalignment_functions_check_their_arguments():
+    with pytest.raises(ValueError, match="positive definite"):
+        feat.gaussian_ml_direction([1.0, 0.0], [[1.0, 0.0], [0.0, -1.0]])
+    with pytest.raises(ValueError, match="sigma"):
+        feat.gaussian_ml_direction([1.0, 0.0], [[1.0]])
+    with pytest.raises(ValueError, match="lam"):
+        feat.ilyas_robust_covariance([[1.0]], 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        feat.misalignment([1.0], [[1.0]], eps=0.0)
+    with pytest.raises(ValueError, match="inv_lams"):
+        feat.misalignment([1.0], [[1.0]], eps=0.1, inv_lams=(-1.0,))
+    with pytest.raises(ValueError, match="zero"):
+        feat.gradient_angle([0.0, 0.0], [1.0, 0.0])

@@ -19,10 +19,14 @@ one does not?
    2019): :func:`saliency`, :func:`saliency_alignment`, :func:`plot_saliency`.
 4. **Robust generalisation needs more data** (Schmidt et al., 2018), in their Gaussian
    mixture model: :func:`gaussian_mixture_errors`, :func:`sample_complexity`.
+5. **Vulnerability as a misalignment of metrics** (Ilyas et al., 2019, section 4): in a
+   Gaussian model, the maximum-likelihood gradient against the robust one:
+   :func:`gaussian_ml_direction`, :func:`ilyas_robust_covariance`,
+   :func:`gaussian_linear_accuracy`, :func:`gradient_angle`, :func:`misalignment`.
 
 One module per experiment: :mod:`~robustlab.features.tradeoff` (1),
 :mod:`~robustlab.features.datasets` (2), :mod:`~robustlab.features.saliency` (3),
-:mod:`~robustlab.features.sample_complexity` (4); every name is also here
+:mod:`~robustlab.features.sample_complexity` (4), :mod:`~robustlab.features.misalignment` (5); every name is also here
 (``rl.features.tsipras_data``).
 """
 
@@ -34,6 +38,8 @@ from .datasets import (split_representation, robust_dataset, non_robust_dataset,
                        feature_datasets_experiment)
 from .saliency import saliency, saliency_alignment, plot_saliency
 from .sample_complexity import gaussian_mixture_errors, SampleComplexity, sample_complexity
+from .misalignment import (gaussian_ml_direction, ilyas_robust_covariance, gaussian_linear_accuracy, gradient_angle,
+                           Misalignment, misalignment)
 
 __all__ = [
     "tsipras_data",
@@ -53,4 +59,10 @@ __all__ = [
     "gaussian_mixture_errors",
     "sample_complexity",
     "SampleComplexity",
+    "gaussian_ml_direction",
+    "ilyas_robust_covariance",
+    "gaussian_linear_accuracy",
+    "gradient_angle",
+    "Misalignment",
+    "misalignment",
 ]
