@@ -63,7 +63,7 @@ def methods(train, test):
         start = time.perf_counter()
         model, hist = rl.training.robust_model("digits", method, cache=False, progress=False)
         seconds = time.perf_counter() - start
-        desc = {"pgd": f"PGD-{recipe.get('steps')} AT", "fgsm": "fast FGSM (alpha 1.25 eps)",
+        desc = {"pgd": f"PGD-{recipe.get('steps')} AT", "fgsm": "fast FGSM (step 1.25 eps)",
                 "trades": f"TRADES beta 6, {recipe.get('steps')} steps", "noise": "Gaussian noise sigma 0.25"}[method]
         line(f"{desc} ({recipe['epochs']} ep.)", seconds, rl.train.evaluate(model, test),
              robust_accuracies(model, test, autoattack=method == "pgd"))
@@ -80,22 +80,22 @@ def overfitting(train, test):
           "adversarial_training(method='fgsm'))")
     batch = rl.data.subset(train, 256, seed=0)
     runs = [
-        ("cnn", 0.2, None, 30),   # the recipe's radius, alpha 1.25 eps
-        ("cnn", 0.3, 0.6, 30),    # alpha 2 eps
-        ("cnn", 0.4, 0.5, 30),    # alpha 1.25 eps at a larger radius
+        ("cnn", 0.2, None, 30),   # the recipe's radius, step 1.25 eps
+        ("cnn", 0.3, 0.6, 30),    # step 2 eps
+        ("cnn", 0.4, 0.5, 30),    # step 1.25 eps at a larger radius
         ("mlp", 0.3, 0.6, 30),
     ]
-    for arch, eps, alpha, epochs in runs:
+    for arch, eps, step, epochs in runs:
         model = rl.models.build(arch, "digits", seed=0)
         watch = rl.training.CatastrophicOverfittingGuard(batch.x, batch.y, eps=eps, drop=1.0)  # never acts: watches
         start = time.perf_counter()
-        hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3, loss_fn=rl.training.FastFGSMLoss(eps=eps, alpha=alpha),
+        hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3, loss_fn=rl.training.FastFGSMLoss(eps=eps, step=step),
                             callbacks=[watch], progress=False)
         seconds = time.perf_counter() - start
         fgsm_acc = hist.train_acc
         pgd_acc = watch.accuracies
-        a = "1.25 eps" if alpha is None else f"{alpha / eps:g} eps"
-        print(f"  {arch} eps {eps} alpha {a}, {epochs} epochs, {seconds:.1f} s: clean {rl.train.evaluate(model, test):.1%}, "
+        a = "1.25 eps" if step is None else f"{step / eps:g} eps"
+        print(f"  {arch} eps {eps} step {a}, {epochs} epochs, {seconds:.1f} s: clean {rl.train.evaluate(model, test):.1%}, "
               f"test PGD-50 {robust_accuracies(model, test, eps, strong=False)['PGD-50']:.1%}")
         print("     FGSM accuracy while training: " + " ".join(f"{v:.2f}" for v in fgsm_acc[::3]) + "  (every 3rd epoch)")
         print("     PGD accuracy, fixed batch:    " + " ".join(f"{v:.2f}" for v in pgd_acc[::3]))
@@ -106,7 +106,7 @@ def overfitting(train, test):
             model = rl.models.build(arch, "digits", seed=0)
             guard = rl.training.CatastrophicOverfittingGuard(batch.x, batch.y, eps=eps, **kw)
             hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3,
-                                loss_fn=rl.training.FastFGSMLoss(eps=eps, alpha=alpha), callbacks=[guard],
+                                loss_fn=rl.training.FastFGSMLoss(eps=eps, step=step), callbacks=[guard],
                                 progress=False)
             what = ", ".join(f"{k}={v}" for k, v in kw.items())
             print(f"     guard {what}: " + (hist.notes[0] if hist.notes else f"no rollback ({hist.epochs} epochs)"))
