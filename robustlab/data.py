@@ -13,7 +13,8 @@ Normalization is *not* applied here: it is the first layer of every model
 temple and a flower, no download) as ImageNet-sized inputs for chapter 1.
 
 The synthetic generators serve the theory chapters: a two-Gaussian mixture, linearly
-separable points in the unit square, and two concentric spheres.
+separable points in the unit square, and two concentric spheres; :func:`parallel_pancakes`
+is a hidden-direction task in the manner of Bubeck, Price and Razenshteyn (2019).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from . import config
-from ._validate import check_choice, check_positive, check_positive_int, check_seed
+from ._validate import check_choice, check_positive, check_positive_int, check_seed, check_tensor
 
 __all__ = [
     "Split",
@@ -42,6 +43,8 @@ __all__ = [
     "gaussian_mixture",
     "linearly_separable",
     "concentric_spheres",
+    "Pancakes",
+    "parallel_pancakes",
 ]
 
 
@@ -311,3 +314,64 @@ def concentric_spheres(n: int, d: int, *, r_inner: float = 1.0, r_outer: float =
     y = y[torch.randperm(n, generator=g)]
     radius = torch.where(y == 1, torch.tensor(float(r_outer)), torch.tensor(float(r_inner)))
     return Split(z * radius[:, None], y)
+
+
+class Pancakes(NamedTuple):
+    """A sample of :func:`parallel_pancakes` and what the learner is not told."""
+
+    data: Split  # x (n, d) float32, y (n,) int64
+    v: torch.Tensor  # (d,) the hidden unit direction
+    spacing: float  # distance between neighbouring slabs along v
+
+    def classify(self, x: torch.Tensor):
+        """The exact robust classifier, which knows ``v``: the parity of the nearest slab of
+        ``<v, x>``, and the L2 distance to the nearest boundary between slabs (half-way between
+        two centres), within which no perturbation changes its answer. Returns ``(pred, radius)``."""
+        check_tensor(x, "x")
+        if x.dim() != 2 or x.shape[1] != self.v.numel():
+            raise ValueError(f"x must have shape (n, {self.v.numel()}), got {tuple(x.shape)}")
+        k = torch.round(x.to(self.v.dtype) @ self.v / self.spacing)
+        offset = (x.to(self.v.dtype) @ self.v - k * self.spacing).abs()
+        return k.remainder(2).long(), self.spacing / 2 - offset
+
+
+def parallel_pancakes(n: int, d: int, *, spacing: float = 0.5, width: float = 0.02, seed: int = 0) -> Pancakes:
+    r"""Two classes in thin parallel slabs along a hidden direction, Gaussian in every other.
+
+    A unit vector :math:`v` is drawn at random. Along :math:`v` the input is a discretized
+    standard Gaussian: the slab index :math:`k \in \mathbb{Z}` has probability proportional
+    to :math:`\varphi(k\,\text{spacing})`, and :math:`\langle v, x\rangle = k\,\text{spacing}
+    + \text{width}\cdot\xi`, :math:`\xi \sim N(0, 1)`. The label is the parity of
+    :math:`k`. Orthogonally to :math:`v`, :math:`x` is standard Gaussian, for both classes.
+    Each class's law along :math:`v` is then a discretized Gaussian too (on the even or the
+    odd slabs), whose low moments agree with those of :math:`N(0, 1 + \text{width}^2)` up to
+    errors of order :math:`e^{-\pi^2 / (2\,\text{spacing}^2)}` (Poisson summation): the
+    means and covariances of the two classes are the same in every direction, although the
+    slabs separate them exactly.
+
+    Examples
+    --------
+    >>> task = parallel_pancakes(1000, 5)
+    >>> pred, radius = task.classify(task.data.x)
+    >>> bool((pred == task.data.y).all()), float(radius.min()) > 0
+    (True, True)
+    """
+    check_positive_int(n, "n")
+    check_positive_int(d, "d")
+    spacing = check_positive(spacing, "spacing")
+    width = check_positive(width, "width")
+    if width >= spacing / 8:
+        raise ValueError(f"width must be below spacing / 8 = {spacing / 8:g} so that the slabs stay apart, "
+                         f"got {width}")
+    g = torch.Generator().manual_seed(check_seed(seed))
+    v = torch.randn(d, generator=g, dtype=torch.float64)
+    v = v / v.norm()
+    k_max = int(math.ceil(8.0 / spacing))
+    ks = torch.arange(-k_max, k_max + 1, dtype=torch.float64)
+    k = ks[torch.multinomial(torch.exp(-0.5 * (ks * spacing) ** 2), n, replacement=True, generator=g)]
+    along = k * spacing + width * torch.randn(n, generator=g, dtype=torch.float64)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    z = z - (z @ v)[:, None] * v[None, :]  # the part orthogonal to v: standard Gaussian there
+    x = z + along[:, None] * v[None, :]
+    y = k.remainder(2).long()
+    return Pancakes(Split(x.float(), y), v, float(spacing))
