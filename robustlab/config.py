@@ -83,6 +83,12 @@ class Profile:
         How many test inputs chapters attack or certify.
     smoke : bool
         Whether training is cut to a few batches (tests of the full profile on small files).
+    n_certify : int
+        How many test inputs randomized smoothing certifies (chapter 7).
+    n_smoothing : int
+        Noise samples ``n`` per input of smoothing's CERTIFY and PREDICT (chapter 7); the
+        full profile's sizes keep each chapter to minutes on one GPU (see
+        ``benchmarks/full_profile_workload.py``).
     """
 
     name: str
@@ -94,11 +100,14 @@ class Profile:
     lr: float
     n_eval: int
     smoke: bool = False
+    n_certify: int = 100
+    n_smoothing: int = 1_000
 
 
 PROFILES = {
     "quick": Profile("quick", dataset="digits", arch="cnn", width=16, epochs=30, batch_size=64, lr=2e-3, n_eval=360),
-    "full": Profile("full", dataset="mnist", arch="cnn", width=32, epochs=8, batch_size=128, lr=1e-3, n_eval=1000),
+    "full": Profile("full", dataset="mnist", arch="cnn", width=32, epochs=8, batch_size=128, lr=1e-3, n_eval=1000,
+                    n_certify=500, n_smoothing=10_000),
 }
 
 #: The default Linf radii (pixel units) of the course, per data set; the one table of them.
@@ -157,7 +166,8 @@ def profile() -> Profile:
     check_choice(name, "profile (ROBUSTLAB_PROFILE)", PROFILES)
     p = PROFILES[name]
     if smoke():
-        p = dataclasses.replace(p, epochs=1, n_eval=min(p.n_eval, 64), smoke=True)
+        p = dataclasses.replace(p, epochs=1, n_eval=min(p.n_eval, 64), smoke=True,
+                                n_certify=min(p.n_certify, 16), n_smoothing=min(p.n_smoothing, 100))
     return p
 
 
