@@ -1162,3 +1162,374 @@ def accuracy_against_training_size(sizes=(50, 100, 200, 400), dataset: str | Non
         for method in clean:
             clean[method].append(rows[method])
     return TrainingSizeCurve(sizes, seeds, clean, float(eps))
+
+# --------------------------------------------------------------------------- a network in the plane
+
+
+class PlanarClassifiers(NamedTuple):
+    """A standard and an adversarially trained small network on points of the plane."""
+
+    standard: torch.nn.Module
+    robust: torch.nn.Module
+    eps: float
+    norm: str
+
+
+def planar_mlp(width: int = 32, *, seed: int = 0) -> torch.nn.Module:
+    """A two-hidden-layer ReLU network from :math:`[0, 1]^2` to two logits (``width`` units per layer)."""
+    check_positive_int(width, "width")
+    check_positive_int(seed, "seed", allow_zero=True)
+    torch.manual_seed(seed)
+    return _models.MLP((2,), n_classes=2, hidden=(width, width))
+
+
+def fit_planar(data, eps: float, *, norm: str = "linf", width: int = 32, epochs: int = 400, lr: float = 1e-2,
+               steps: int = 10, seed: int = 0, cache: bool = False) -> PlanarClassifiers:
+    r"""Train :func:`planar_mlp` twice on 2-D points: standardly, and with PGD at radius ``eps``.
+
+    Both runs use the same initialisation (``seed``), full-batch Adam for ``epochs`` steps
+    and :func:`robustlab.train.fit`; the robust one minimises the PGD loss
+    :class:`PGDLoss` (``steps`` steps, Madry et al., 2018) in the ``norm`` ball. Unlike a
+    line, the network's boundary can bend around the :math:`\varepsilon`-balls of the
+    training points (draw it with :func:`robustlab.plot.eps_balls_and_boundaries`; check
+    the balls with :func:`ball_robust_mask`).
+
+    Parameters
+    ----------
+    data : Split or (x, y)
+        ``x`` (n, 2) in [0, 1], labels in {0, 1}.
+    eps : float
+        Training radius (> 0).
+    norm : {"linf", "l2"}
+    width, epochs, lr, steps, seed : int, int, float, int, int
+    cache : bool
+        Passed to ``fit``.
+
+    Returns
+    -------
+    PlanarClassifiers
+        Both models in eval mode, on the CPU.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> pair = fit_planar(rl.data.linearly_separable(20, margin=0.2), 0.05, epochs=5)
+    >>> pair.robust(torch.rand(3, 2)).shape
+    torch.Size([3, 2])
+    """
+    x, y = _as_split(data, "data")
+    check_images(x, "data.x")
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"data.x must hold points of the plane, shape (n, 2), got {tuple(x.shape)}")
+    check_labels(y, "data.y", batch_size=x.shape[0], n_classes=2)
+    check_positive(eps, "eps")
+    check_choice(norm, "norm", ("linf", "l2"))
+    check_positive_int(epochs, "epochs")
+    check_positive(lr, "lr")
+    check_positive_int(steps, "steps")
+    models = []
+    for loss_fn in (None, PGDLoss(eps=float(eps), norm=norm, steps=steps)):
+        model = planar_mlp(width, seed=seed)
+        _train.fit(model, (x, y), epochs=epochs, lr=lr, batch_size=x.shape[0], seed=seed, loss_fn=loss_fn,
+                   progress=False, cache=cache)
+        models.append(model.eval())
+    return PlanarClassifiers(models[0], models[1], float(eps), norm)
+
+
+def _ball_grid(eps: float, norm: str, resolution: int) -> torch.Tensor:
+    t = torch.linspace(-eps, eps, resolution)
+    grid = torch.cartesian_prod(t, t)
+    if norm == "l2":
+        grid = grid[grid.norm(dim=1) <= eps * (1 + 1e-9)]
+        angles = torch.linspace(0, 2 * math.pi, 4 * resolution + 1)[:-1]
+        grid = torch.cat([grid, eps * torch.stack([angles.cos(), angles.sin()], 1)])
+    return grid
+
+
+@torch.no_grad()
+def ball_robust_mask(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
+                     resolution: int = 41, pgd_steps: int = 50) -> torch.Tensor:
+    r"""Which 2-D points have their whole :math:`\varepsilon`-ball (within :math:`[0, 1]^2`) classified correctly.
+
+    In the plane the inner maximisation can be searched almost exhaustively: a point
+    counts as robust only if the model is correct at the point, at every node of a
+    ``resolution`` :math:`\times` ``resolution`` grid over its ball clipped to the unit
+    square (for L2 the grid nodes inside the disc and points on its circle), and at the
+    output of PGD (``pgd_steps`` steps, which finds thin wrong regions between the nodes).
+    Stronger than either search alone; exact up to the grid's spacing
+    :math:`2\varepsilon / (\text{resolution} - 1)` and PGD's reach.
+
+    Returns
+    -------
+    torch.Tensor
+        (n,) bool.
+    """
+    check_images(x, "x")
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must hold points of the plane, shape (n, 2), got {tuple(x.shape)}")
+    check_labels(y, "y", batch_size=x.shape[0])
+    check_nonneg(eps, "eps", allow_tensor=False)
+    check_choice(norm, "norm", ("linf", "l2"))
+    check_positive_int(resolution, "resolution")
+    if resolution < 2:
+        raise ValueError(f"resolution must be at least 2 grid nodes per side, got {resolution}")
+    check_positive_int(pgd_steps, "pgd_steps", allow_zero=True)
+    model.eval()
+    grid = _ball_grid(float(eps), norm, resolution)
+    points = (x[:, None, :] + grid[None]).clamp(0, 1)                         # (n, g, 2)
+    pred = model(points.reshape(-1, 2)).argmax(1).reshape(x.shape[0], -1)
+    robust = (pred == y[:, None]).all(1) & (model(x).argmax(1) == y)
+    if pgd_steps and eps > 0:
+        with torch.enable_grad():
+            x_adv = _attacks.pgd(model, x, y, eps=eps, norm=norm, steps=pgd_steps, seed=0)
+        robust &= model(x_adv).argmax(1) == y
+    return robust
+
+
+# --------------------------------------------------------------------------- robust generalisation
+
+
+class RobustAccuracyMonitor:
+    r"""Epoch callback that records clean and PGD accuracy of fixed training and test subsets.
+
+    After every epoch it measures, on the same ``m`` training and ``m`` test inputs, the
+    clean accuracy and the accuracy under :func:`robustlab.attacks.pgd` (``steps`` steps of
+    ``2.5 * eps / steps``, one random start, fixed seed, so the numbers change only because
+    the model does). The difference between the two robust accuracies is the *robust
+    generalisation gap* (Schmidt et al., 2018; Rice, Wong and Kolter, 2020). A single PGD
+    run overestimates robustness, so these curves track the gap's trend; report a model's
+    robustness with :func:`robustlab.attacks.robust_accuracy`.
+
+    Attributes
+    ----------
+    records : dict of lists
+        ``"train_clean"``, ``"train_robust"``, ``"test_clean"``, ``"test_robust"``, one
+        entry per epoch of the current run.
+    """
+
+    KEYS = ("train_clean", "train_robust", "test_clean", "test_robust")
+
+    def __init__(self, train, test, *, eps: float, norm: str = "linf", steps: int = 10, seed: int = 0):
+        self.train = tuple(t.detach().cpu() for t in _as_split(train, "train"))
+        self.test = tuple(t.detach().cpu() for t in _as_split(test, "test"))
+        for (xs, ys), name in ((self.train, "train"), (self.test, "test")):
+            check_images(xs, f"{name}.x")
+            check_labels(ys, f"{name}.y", batch_size=xs.shape[0])
+        check_positive(eps, "eps")
+        check_choice(norm, "norm", ("linf", "l2"))
+        check_positive_int(steps, "steps")
+        check_positive_int(seed, "seed", allow_zero=True)
+        self.eps, self.norm, self.steps, self.seed = float(eps), norm, steps, seed
+        self._ids = (_cache.fingerprint(*self.train), _cache.fingerprint(*self.test))
+        self.records = {k: [] for k in self.KEYS}
+
+    def __repr__(self) -> str:
+        return (f"RobustAccuracyMonitor(eps={self.eps!r}, norm={self.norm!r}, steps={self.steps}, seed={self.seed}, "
+                f"train={self.train[0].shape[0]} examples sha256:{self._ids[0]}, "
+                f"test={self.test[0].shape[0]} examples sha256:{self._ids[1]})")
+
+    def measure(self, model) -> dict:
+        """Clean and PGD accuracy of ``model`` on the two subsets (model left in eval mode)."""
+        model.eval()
+        device = _models.device_of(model)
+        out = {}
+        for name, (xs, ys) in (("train", self.train), ("test", self.test)):
+            xs, ys = xs.to(device), ys.to(device)
+            out[f"{name}_clean"] = _train.evaluate(model, (xs, ys))
+            x_adv = _attacks.pgd(model, xs, ys, eps=self.eps, norm=self.norm, steps=self.steps, seed=self.seed)
+            out[f"{name}_robust"] = _train.evaluate(model, (x_adv, ys))
+        return out
+
+    def __call__(self, epoch: int, model, history) -> bool:
+        if epoch == 0:
+            self.records = {k: [] for k in self.KEYS}
+        was_training = model.training
+        for key, value in self.measure(model).items():
+            self.records[key].append(value)
+        model.train(was_training)
+        return False
+
+
+@dataclasses.dataclass
+class GeneralizationCurve:
+    """Per-epoch clean and PGD accuracies on training and test subsets, and the final evaluation.
+
+    ``final`` holds the trained model's robust accuracies on the same subsets under the
+    strongest evaluation, :func:`robustlab.attacks.robust_accuracy` with its default
+    ensemble (``"train_ensemble"``, ``"test_ensemble"``).
+    """
+
+    records: dict
+    final: dict
+    eps: float
+    steps: int
+
+    @property
+    def epochs(self) -> int:
+        return len(self.records["train_robust"])
+
+    def gap(self, kind: str = "robust") -> list:
+        """Training minus test accuracy after every epoch (``kind`` "robust" or "clean")."""
+        check_choice(kind, "kind", ("robust", "clean"))
+        return [a - b for a, b in zip(self.records[f"train_{kind}"], self.records[f"test_{kind}"])]
+
+    def plot(self, ax=None):
+        """The four curves against the epoch; returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.5, 3.6))
+        ep = range(1, self.epochs + 1)
+        styles = {"train_clean": ("C0", "--", "training, clean"), "test_clean": ("C1", "--", "test, clean"),
+                  "train_robust": ("C0", "-", f"training, PGD-{self.steps}"),
+                  "test_robust": ("C1", "-", f"test, PGD-{self.steps}")}
+        for key, (color, ls, label) in styles.items():
+            ax.plot(ep, self.records[key], ls=ls, color=color, label=label)
+        ax.set_xlabel("epoch of PGD training")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        return ax
+
+
+def robust_generalization(dataset: str | None = None, eps: float | None = None, *, n_monitor: int = 300,
+                          steps: int = 10, seed: int = 0, progress: bool | None = None,
+                          cache: bool = True) -> GeneralizationCurve:
+    """The robust generalisation gap over PGD training: the profile's PGD recipe, monitored every epoch.
+
+    Trains the profile's architecture exactly as :func:`robust_model` does (``method="pgd"``,
+    :data:`RECIPES`), with a :class:`RobustAccuracyMonitor` on ``n_monitor`` seeded
+    training and test inputs; then evaluates the final model on the same inputs with the
+    default ensemble of :func:`robustlab.attacks.robust_accuracy`. The curve is cached
+    with the model (``cache=True``), so a second call loads it.
+    """
+    prof = config.profile()
+    dataset = prof.dataset if dataset is None else dataset
+    meta = _data.info(dataset)
+    eps = DEFAULT_EPS[meta.name] if eps is None else eps
+    check_positive(eps, "eps")
+    check_positive_int(n_monitor, "n_monitor")
+    check_positive_int(steps, "steps")
+    recipe = dict(RECIPES[prof.name]["pgd"])
+    if prof.smoke:
+        recipe.update(epochs=1, eps_ramp_epochs=0)
+    train, test = _data.load(dataset)
+    sub_train, sub_test = _data.subset(train, n_monitor, seed=seed), _data.subset(test, n_monitor, seed=seed)
+    monitor = RobustAccuracyMonitor(sub_train, sub_test, eps=eps, steps=steps, seed=seed)
+    settings = {"kind": "robust_generalization", "dataset": meta.name, "profile": prof.name, "smoke": prof.smoke,
+                "eps": float(eps), "recipe": recipe, "monitor": repr(monitor), "seed": seed}
+    path = _cache.entry("curves", settings) if cache else None
+    if path is not None:
+        blob = _cache.load(path)
+        if blob is not None:
+            return GeneralizationCurve(blob["records"], blob["final"], float(eps), steps)
+    model = _models.build(None, dataset, seed=seed).to(_models.best_device())
+    adversarial_training(model, train, method="pgd", eps=eps, seed=seed, callbacks=(monitor,), progress=progress,
+                         desc=f"PGD training {model.__class__.__name__} on {dataset}, monitored", **recipe)
+    model.eval()
+    final = {f"{name}_ensemble": _attacks.robust_accuracy(model, part, eps=eps, progress=progress)
+             for name, part in (("train", sub_train), ("test", sub_test))}
+    curve = GeneralizationCurve({k: list(v) for k, v in monitor.records.items()}, final, float(eps), steps)
+    if path is not None:
+        _cache.store(path, {"records": curve.records, "final": curve.final})
+    return curve
+
+
+@dataclasses.dataclass
+class TrainingSizeCurve:
+    """Clean test accuracy of standard and PGD training against the number of training examples.
+
+    ``clean[method]`` is a list over ``sizes`` of lists over ``seeds`` (``method`` in
+    ``"standard"``, ``"pgd"``).
+    """
+
+    sizes: list
+    seeds: list
+    clean: dict
+    eps: float
+
+    def mean(self, method: str) -> list:
+        check_choice(method, "method", tuple(self.clean))
+        return [sum(row) / len(row) for row in self.clean[method]]
+
+    def as_table(self) -> list:
+        """One dict per size: ``n``, mean clean accuracy of each method and their difference."""
+        std, pgd = self.mean("standard"), self.mean("pgd")
+        return [{"n": n, "standard": s, "pgd": p, "pgd_minus_standard": p - s} for n, s, p in zip(self.sizes, std, pgd)]
+
+    def plot(self, ax=None):
+        """Mean clean accuracy (and each seed) against the training-set size, log x axis."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.6))
+        for k, (method, label) in enumerate((("standard", "standard training"),
+                                             ("pgd", f"PGD training, eps {self.eps:g}"))):
+            ax.plot(self.sizes, self.mean(method), "o-", color=f"C{k}", label=label)
+            for n, row in zip(self.sizes, self.clean[method]):
+                ax.scatter([n] * len(row), row, s=10, color=f"C{k}", alpha=0.4)
+        ax.set_xscale("log")
+        ax.set_xlabel("training examples")
+        ax.set_ylabel("clean test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        return ax
+
+
+def accuracy_against_training_size(sizes=(50, 100, 200, 400), dataset: str | None = None, eps: float | None = None,
+                                   *, seeds=(0, 1, 2), min_steps: int = 300, n_test: int | None = None,
+                                   progress: bool | None = None, cache: bool = True) -> TrainingSizeCurve:
+    """Does adversarial training help standard accuracy with little data? Measure it.
+
+    For every size ``n`` and seed, a seeded subset of ``n`` training examples trains the
+    profile's architecture twice from the same initialisation: standardly and with PGD at
+    ``eps`` (the profile's PGD recipe: steps, learning rate, schedule, eps ramp). Small
+    sets get more epochs, so every run takes at least ``min_steps`` optimizer steps
+    (and at least the recipe's epochs). Both are scored on the same ``n_test`` test inputs
+    (default: the profile's ``n_eval``). Each run is cached (``fit(cache=True)``). Under
+    ``ROBUSTLAB_SMOKE`` every run is one epoch and only the first seed is used.
+    """
+    prof = config.profile()
+    dataset = prof.dataset if dataset is None else dataset
+    meta = _data.info(dataset)
+    eps = DEFAULT_EPS[meta.name] if eps is None else eps
+    check_positive(eps, "eps")
+    sizes = [check_positive_int(n, "sizes") for n in sizes]
+    seeds = [check_positive_int(s, "seeds", allow_zero=True) for s in seeds]
+    if not sizes or not seeds:
+        raise ValueError("sizes and seeds must not be empty")
+    check_positive_int(min_steps, "min_steps")
+    n_test = prof.n_eval if n_test is None else check_positive_int(n_test, "n_test")
+    train, test = _data.load(dataset)
+    if max(sizes) > train.x.shape[0]:
+        raise ValueError(f"sizes must not exceed the {train.x.shape[0]} training examples, got {max(sizes)}")
+    test_part = _data.subset(test, n_test, seed=0)
+    if prof.smoke:
+        seeds = seeds[:1]
+    recipe = dict(RECIPES[prof.name]["pgd"])
+    batch_size = recipe.pop("batch_size")
+    clean = {"standard": [], "pgd": []}
+    for n in sizes:
+        rows = {"standard": [], "pgd": []}
+        epochs = max(recipe["epochs"], math.ceil(min_steps / math.ceil(n / batch_size)))
+        if prof.smoke:
+            epochs = 1
+        for seed in seeds:
+            part = _data.subset(train, n, seed=seed)
+            for method in ("standard", "pgd"):
+                model = _models.build(None, dataset, seed=seed).to(_models.best_device())
+                if method == "standard":
+                    _train.fit(model, part, epochs=epochs, lr=recipe["lr"], batch_size=batch_size,
+                               schedule=recipe["schedule"], seed=seed, progress=progress, cache=cache,
+                               desc=f"standard training on {n}")
+                else:
+                    ramp = 0 if prof.smoke else max(1, round(recipe["eps_ramp_epochs"] * epochs / recipe["epochs"]))
+                    adversarial_training(model, part, method="pgd", eps=eps, steps=recipe["steps"], epochs=epochs,
+                                         lr=recipe["lr"], batch_size=batch_size, schedule=recipe["schedule"],
+                                         eps_ramp_epochs=ramp, seed=seed, progress=progress, cache=cache,
+                                         desc=f"PGD training on {n}")
+                rows[method].append(_train.evaluate(model.eval(), test_part))
+        for method in clean:
+            clean[method].append(rows[method])
+    return TrainingSizeCurve(sizes, seeds, clean, float(eps))

@@ -604,3 +604,114 @@ def test_accuracy_against_training_size_scores_both_methods_on_every_size_and_se
         rl.training.accuracy_against_training_size(sizes=(10 ** 9,))
     with pytest.raises(ValueError, match="empty"):
         rl.training.accuracy_against_training_size(sizes=())
+
+# --------------------------------------------------------------------------- a network in the plane
+
+
+@pytest.fixture(scope="module")
+def planar():
+    data = rl.data.linearly_separable(40, margin=0.1, seed=5)
+    return data, rl.training.fit_planar(data, 0.08, width=32, epochs=150, steps=5)
+
+
+def test_the_robust_planar_network_keeps_more_balls_whole_than_the_standard_one(planar):
+    data, pair = planar
+    masks = [rl.training.ball_robust_mask(m, data.x, data.y, pair.eps) for m in (pair.standard, pair.robust)]
+    assert masks[1].float().mean() > masks[0].float().mean(), [m.float().mean() for m in masks]
+
+
+def test_a_ball_counts_as_robust_only_if_the_grid_and_pgd_find_no_error(planar):
+    data, pair = planar
+    mask = rl.training.ball_robust_mask(pair.robust, data.x, data.y, 0.08)
+    # every point reported robust resists PGD with restarts and random points of its ball
+    x, y = data.x[mask], data.y[mask]
+    x_adv = rl.attacks.pgd(pair.robust, x, y, eps=0.08, steps=100, restarts=3, seed=1)
+    assert (rl.train.predict(pair.robust, x_adv) == y).all()
+    g = torch.Generator().manual_seed(0)
+    noise = (torch.rand(200, *x.shape, generator=g) * 2 - 1) * 0.08
+    inside = (x[None] + noise).clamp(0, 1).reshape(-1, 2)
+    assert (rl.train.predict(pair.robust, inside) == y.repeat(200)).all()
+    # a zero radius is the clean accuracy, a huge one leaves nothing robust
+    clean = rl.train.predict(pair.robust, data.x) == data.y
+    assert torch.equal(rl.training.ball_robust_mask(pair.robust, data.x, data.y, 0.0), clean)
+    assert not rl.training.ball_robust_mask(pair.robust, data.x, data.y, 1.0).any()
+    # an L2 ball is inside the Linf ball of the same radius
+    l2 = rl.training.ball_robust_mask(pair.robust, data.x, data.y, 0.08, norm="l2")
+    assert (l2 | ~mask).all()
+
+
+def test_planar_functions_check_their_arguments(planar):
+    data, pair = planar
+    with pytest.raises(ValueError, match="eps"):
+        rl.training.fit_planar(data, 0.0)
+    with pytest.raises(ValueError, match="plane"):
+        rl.training.fit_planar((torch.rand(4, 3), torch.zeros(4, dtype=torch.int64)), 0.1)
+    with pytest.raises(ValueError, match="norm"):
+        rl.training.ball_robust_mask(pair.robust, data.x, data.y, 0.1, norm="l1")
+    with pytest.raises(ValueError, match="resolution"):
+        rl.training.ball_robust_mask(pair.robust, data.x, data.y, 0.1, resolution=1)
+    with pytest.raises(TypeError, match="width"):
+        rl.training.planar_mlp(2.5)
+
+
+def test_eps_balls_and_boundaries_draws_one_ball_per_point_and_one_boundary_per_model(planar):
+    import matplotlib
+    matplotlib.use("Agg")
+    data, pair = planar
+    ax = rl.plot.eps_balls_and_boundaries(data, {"robust": pair.robust, "standard": pair.standard}, 0.08)
+    assert len(ax.patches) == len(data.y)
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-2:] == ["robust", "standard"]
+    with pytest.raises(TypeError, match="models"):
+        rl.plot.eps_balls_and_boundaries(data, {}, 0.08)
+
+
+# --------------------------------------------------------------------------- robust generalisation
+
+
+@pytest.fixture
+def smoke(monkeypatch, tmp_path):
+    """Training cut to one epoch (ROBUSTLAB_SMOKE), in a private cache."""
+    monkeypatch.setenv("ROBUSTLAB_SMOKE", "1")
+    rl.config.set_cache_dir(tmp_path / "cache")
+
+
+def test_the_monitor_records_clean_and_pgd_accuracy_of_both_subsets_every_epoch():
+    train, test = rl.data.load("digits")
+    part = rl.data.subset(train, 128, seed=0)
+    monitor = rl.training.RobustAccuracyMonitor(rl.data.subset(train, 64, seed=1), rl.data.subset(test, 64),
+                                                eps=0.2, steps=3)
+    model = rl.models.build("mlp", "digits", width=2, seed=0)
+    hist = rl.training.adversarial_training(model, part, eps=0.2, steps=2, epochs=3, callbacks=(monitor,),
+                                            progress=False)
+    assert hist.epochs == 3 and all(len(v) == 3 for v in monitor.records.values())
+    for kind in ("train", "test"):
+        assert all(r <= c for r, c in zip(monitor.records[f"{kind}_robust"], monitor.records[f"{kind}_clean"]))
+    assert monitor.measure(model)["test_robust"] == monitor.records["test_robust"][-1]
+    assert "RobustAccuracyMonitor(eps=0.2" in repr(monitor) and "sha256:" in repr(monitor)
+    with pytest.raises(ValueError, match="eps"):
+        rl.training.RobustAccuracyMonitor(part, part, eps=0.0)
+
+
+def test_robust_generalization_is_cached_and_its_gap_is_train_minus_test(smoke):
+    first = rl.training.robust_generalization(n_monitor=32)
+    again = rl.training.robust_generalization(n_monitor=32)
+    assert first.records == again.records and first.final == again.final
+    assert first.gap() == [a - b for a, b in zip(first.records["train_robust"], first.records["test_robust"])]
+    assert set(first.final) == {"train_ensemble", "test_ensemble"}
+    for kind in ("train", "test"):  # the ensemble is at least as strong as the monitor's PGD
+        assert first.final[f"{kind}_ensemble"] <= first.records[f"{kind}_robust"][-1] + 1e-12
+    with pytest.raises(ValueError, match="kind"):
+        first.gap("linf")
+
+
+def test_accuracy_against_training_size_scores_both_methods_on_every_size_and_seed(smoke):
+    curve = rl.training.accuracy_against_training_size(sizes=(20, 40), seeds=(0, 1), n_test=50)
+    assert curve.sizes == [20, 40] and all(len(row) == 1 for m in curve.clean.values() for row in m)  # smoke: 1 seed
+    assert all(0 <= a <= 1 for m in curve.clean.values() for row in m for a in row)
+    table = curve.as_table()
+    assert [r["n"] for r in table] == [20, 40]
+    assert table[0]["pgd_minus_standard"] == pytest.approx(table[0]["pgd"] - table[0]["standard"])
+    with pytest.raises(ValueError, match="sizes"):
+        rl.training.accuracy_against_training_size(sizes=(10 ** 9,))
+    with pytest.raises(ValueError, match="empty"):
+        rl.training.accuracy_against_training_size(sizes=())
