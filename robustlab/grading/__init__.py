@@ -111,7 +111,7 @@ DEFAULT_TIMEOUT = 60
 DEFAULT_TOTAL_TIMEOUT = 900
 """Seconds one notebook may run in all."""
 
-DEFAULT_LIMITS = {"memory_mb": 4096, "cpu_s": 1800, "processes": 512, "file_mb": 256, "output_kb": 1000}
+DEFAULT_LIMITS = {"memory_mb": 8192, "cpu_s": 1800, "processes": 512, "file_mb": 256, "output_kb": 1000}
 """Resource limits of one graded kernel: address space (MiB), CPU seconds, processes (of the
 user; not enforced for the superuser, whom the kernel exempts), size of any file written
 (MiB), output kept per cell (KiB)."""

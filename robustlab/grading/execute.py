@@ -72,6 +72,18 @@ def _robustlab_guard_factory(token, modules, watched, hidden_name):
                 break
             except Exception:
                 continue
+    if "torch" in sys.modules:  # torch._dynamo, imported lazily, wraps torch.manual_seed and others
+        for name in ("torch._dynamo", "torch.optim"):
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # load the backend now: the inline one registers its post_execute hook
+        try:
+            pyplot._get_backend_mod()
+        except Exception:
+            pass
     _id, _callable, _vars, _list, _isinstance, _type, _getattr = id, callable, vars, list, isinstance, type, getattr
     _tuple, _set, _sorted, _str, _len, _dict, _hasattr = tuple, set, sorted, str, len, dict, hasattr
     _module_type = _type(sys)
@@ -121,7 +133,9 @@ def _robustlab_guard_factory(token, modules, watched, hidden_name):
         for key in ("cleanup_transforms", "line_transforms", "token_transformers"):
             s["transformer_manager." + key] = ids(_getattr(manager, key, ()))
         for event, callbacks in _sorted(ip.events.callbacks.items()):
-            s["events." + event] = ids(callbacks)
+            # the hooks that matplotlib's inline backend and ipykernel register themselves are theirs
+            s["events." + event] = _tuple(_id(c) for c in callbacks if not _str(_getattr(c, "__module__", "")).startswith(
+                ("matplotlib_inline.", "ipykernel.")))
         for k, v in funcs(_vars(ip)).items():
             s["shell." + k + "()"] = v
         for k, v in mro(ip).items():

@@ -441,6 +441,12 @@ class Rebuilt:
         return f"Rebuilt(notes={self.notes!r}, flagged={self.flagged!r})"
 
 
+def _visible(source) -> str:
+    """A test cell's source without its hidden tests (which only the instructor's copy has)."""
+    source = "".join(source) if isinstance(source, list) else source
+    return re.sub(r"[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", "", source, flags=re.S).rstrip()
+
+
 _KEYS = ("grade", "grade_id", "locked", "points", "solution", "task")
 
 
@@ -503,7 +509,7 @@ def rebuild(submitted: dict, released: dict, *, protected=(), imports=None) -> R
             else:
                 src = cell.get("source", "")
                 src = "".join(src) if isinstance(src, list) else src
-                if src != ("".join(original["source"]) if isinstance(original["source"], list) else original["source"]):
+                if _visible(src) != _visible(original["source"]):
                     notes.append(f"cell {grade_id!r} was edited; the instructor's version is graded")
                 if {k: meta.get(k) for k in _KEYS} != {k: _meta(original).get(k) for k in _KEYS}:
                     notes.append(f"grading metadata of {grade_id!r} was edited; the instructor's is used")
