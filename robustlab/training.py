@@ -795,6 +795,7 @@ def robust_model(
 
     return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
 
+
 # --------------------------------------------------------------------------- a network in the plane
 
 
