@@ -312,6 +312,16 @@ def test_a_submission_that_raises_and_loops_forever_still_gets_its_grade(graded)
 
 
 @pytest.mark.slow
+def test_each_student_gets_a_status(graded):
+    rows = graded["rows"]
+    assert rows["full"]["status"] == "graded" and rows["blank"]["status"] == "graded"
+    assert "timed out in cell project-linf" in rows["broken"]["status"]
+    assert "graded 'getting-started (1).ipynb' as 'getting-started.ipynb'" in rows["partial"]["status"]
+    assert rows["partial"]["cells"]["test-distances"] == (2.0, 2.0)
+    assert rows["partial"]["cells"]["test-fgsm"] == (0.0, 2.0)
+
+
+@pytest.mark.slow
 def test_grading_runs_in_bounded_time(graded):
     # one interrupted cell costs GRADING_TIMEOUT; everything else is seconds per student
     assert graded["elapsed"] < ROUND_TRIP_LIMIT, f"grading took {graded['elapsed']:.0f} s"
@@ -328,7 +338,7 @@ def test_graded_runs_use_the_quick_profile_and_nbgrader_marks_them(graded):
 def test_grades_csv_has_nbgraders_columns(graded):
     with open(graded["root"] / "out" / "grades.csv", newline="") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == CSV_COLUMNS
+        assert reader.fieldnames == CSV_COLUMNS + ["status", "cells"]
         scores = {row["student_id"]: float(row["score"]) for row in reader}
     assert scores == {s: r["score"] for s, r in graded["rows"].items()}
 
@@ -339,6 +349,8 @@ def test_the_course_directory_is_kept(graded):
     assert (course / "gradebook.db").is_file() and (course / "nbgrader_config.py").is_file()
     assert "c.Execute.timeout = 15" in (course / "nbgrader_config.py").read_text()
     assert (course / "robustlab-grading.log").is_file()
+    assert (course / "summary-lab0.txt").is_file() and (course / "reports" / "lab0.json").is_file()
+    assert (course / "autograded" / "broken" / "lab0" / "getting-started.ipynb").is_file()
 
 
 # --------------------------------------------------------------------------- argument checks and the CLI
@@ -392,17 +404,20 @@ def test_cli_autograde_prints_a_table(tmp_path, monkeypatch, capsys):
 
     def fake_autograde(submissions, **kwargs):
         calls.update(kwargs, submissions=submissions)
-        return [{"student_id": "alice", "score": 10.0, "max_score": 10.0},
-                {"student_id": "bob", "score": 4.0, "max_score": 10.0}]
+        return [{"student_id": "alice", "score": 10.0, "max_score": 10.0, "status": "graded"},
+                {"student_id": "bob", "score": 4.0, "max_score": 10.0, "status": "timed out in cell fgsm"}]
 
     monkeypatch.setattr(grading, "autograde", fake_autograde)
     status = main(["labs", "autograde", "subs", "--lab", "lab0", "--out", "g.csv", "--timeout", "20",
-                   "--course-dir", "course"])
+                   "--course-dir", "course", "--jobs", "3", "--total-timeout", "100", "--memory-mb", "1000",
+                   "--output-kb", "0", "--sandbox", "none", "--lms", "l.csv"])
     assert status == 0
     assert calls == {"submissions": "subs", "lab": "lab0", "out": "g.csv", "course_dir": "course",
-                     "timeout": 20.0, "source": "solutions"}
+                     "timeout": 20.0, "source": "solutions", "jobs": 3, "total_timeout": 100.0,
+                     "limits": {**grading.DEFAULT_LIMITS, "memory_mb": 1000.0, "output_kb": None},
+                     "sandbox": "none", "kernel": None, "lms": "l.csv"}
     out = capsys.readouterr().out
-    assert "alice" in out and "10.0" in out and "bob" in out and "4.0" in out
+    assert "alice" in out and "10.0" in out and "bob" in out and "4.0" in out and "timed out in cell fgsm" in out
 
 
 def test_cli_warmup_trains_the_profiles_standard_model(tmp_path, monkeypatch, capsys):
