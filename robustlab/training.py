@@ -1034,8 +1034,9 @@ def robust_generalization(dataset: str | None = None, eps: float | None = None, 
     Trains the profile's architecture exactly as :func:`robust_model` does (``method="pgd"``,
     :data:`RECIPES`), with a :class:`RobustAccuracyMonitor` on ``n_monitor`` seeded
     training and test inputs; then evaluates the final model on the same inputs with the
-    default ensemble of :func:`robustlab.attacks.robust_accuracy`. The curve is cached
-    with the model (``cache=True``), so a second call loads it.
+    default ensemble of :func:`robustlab.attacks.robust_accuracy`. With ``cache=True`` the
+    curve (the records and the final evaluation, not the model) is stored in the cache's
+    ``curves`` folder, so a second call loads it without training.
     """
     prof = config.profile()
     dataset = prof.dataset if dataset is None else dataset

@@ -282,7 +282,7 @@ class WarmResult:
 
 def _cache_files() -> set:
     root = Path(config.cache_dir())
-    return {p for kind in ("models", "ensembles") for p in (root / kind).glob("*.pt")}
+    return {p for kind in ("models", "ensembles", "curves") for p in (root / kind).glob("*.pt")}
 
 
 def warm(chapter=None, lab=None, *, only=None, out=print) -> list:
