@@ -231,6 +231,7 @@ def test_arguments_are_checked(case):
         B.milp_margin(model, x, 0, 1, eps)
     with pytest.raises(ValueError, match="kappa must be"):
         B.IBPLoss(eps=0.1, kappa=1.5)
+    assert not hasattr(B, "DEFAULT_EPS")  # the certified radii live in robustlab.config.DEFAULT_EPS
 
 
 # --------------------------------------------------------------------------- certified training

@@ -984,7 +984,6 @@ IBP_RECIPES = {
     "quick": dict(width=4, epochs=20, warmup_epochs=2, ramp_epochs=10, lr=3e-3, batch_size=64, kappa=0.5),
     "full": dict(width=16, epochs=20, warmup_epochs=1, ramp_epochs=8, lr=1e-3, batch_size=128, kappa=0.5),
 }
-DEFAULT_EPS = {"digits": 0.1, "mnist": 0.1, "fashion_mnist": 0.1, "cifar10": 2 / 255}
 
 
 def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, train_eps: float | None = None,
@@ -1001,7 +1000,8 @@ def ibp_trained_model(dataset: str | None = None, eps: float | None = None, *, t
     dataset : str, optional
         Default: the profile's data set.
     eps : float, optional
-        The radius to certify (default 0.1 on the digits and MNIST).
+        The radius to certify (default ``robustlab.config.default_eps("certified", dataset)``:
+        0.1 on the digits and MNIST).
     train_eps : float, optional
         The training radius; default ``1.1 * eps`` (training slightly above the test
         radius helps, as Gowal et al. report).
@@ -1026,7 +1026,7 @@ def _certified_trained_model(loss_cls, recipes, label, dataset, eps, train_eps, 
     prof = config.profile()
     dataset = prof.dataset if dataset is None else dataset
     meta = _data.info(dataset)
-    eps = DEFAULT_EPS[meta.name] if eps is None else eps
+    eps = config.default_eps("certified", meta.name) if eps is None else eps
     check_nonneg(eps, "eps", allow_tensor=False)
     train_eps = 1.1 * eps if train_eps is None else train_eps
     check_nonneg(train_eps, "train_eps", allow_tensor=False)
