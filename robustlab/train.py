@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import cache as _cache
 from . import config
 from . import models as _models
-from ._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_xy
+from ._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_seed, check_xy
 
 __all__ = [
     "History",
@@ -172,7 +172,7 @@ def seed_everything(seed: int) -> None:
 
     import numpy as np
 
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -257,7 +257,7 @@ def fit(
     check_choice(optimizer, "optimizer", ("adam", "sgd"))
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     if loss_fn is None:
         loss_fn = cross_entropy_loss
     if not callable(loss_fn):

@@ -5,6 +5,7 @@ contradicted by an attack."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -229,8 +230,11 @@ def test_arguments_are_checked(case):
         B.certify(model, x, y, eps, method="dual", bounds="lp")
     with pytest.raises(ValueError, match="x must hold one input"):
         B.milp_margin(model, x, 0, 1, eps)
-    with pytest.raises(ValueError, match="kappa must be"):
+    with pytest.raises(ValueError, match=r"kappa must be a probability in \[0, 1\]"):
         B.IBPLoss(eps=0.1, kappa=1.5)
+    with pytest.raises(TypeError, match="kappa must be a real number"):
+        B.IBPLoss(eps=0.1, kappa=True)
+    assert B.IBPLoss(eps=0.1, kappa=np.float32(0.25)).schedule() == (0.1, 0.25)
     assert not hasattr(B, "DEFAULT_EPS")  # the certified radii live in robustlab.config.DEFAULT_EPS
 
 

@@ -73,7 +73,7 @@ def test_the_trade_off_theorem_holds_for_many_linear_classifiers():
             assert clean <= feat.tsipras_bound(robust, p) + 1e-9, (k, clean, robust)
             tightest = max(tightest, clean - feat.tsipras_bound(robust, p))
     assert tightest > -0.01, "the bound is nearly attained (by the robust feature alone)"
-    with pytest.raises(ValueError, match="robust_accuracy must be in"):
+    with pytest.raises(ValueError, match=r"robust_accuracy must be a probability in \[0, 1\]"):
         feat.tsipras_bound(1.5)
 
 

@@ -330,8 +330,13 @@ def test_arguments_are_checked():
         dp.sensitivity(layer, "l0", "l2")
     with pytest.raises(ValueError, match="eps must be <= 1"):
         dp.gaussian_sigma(1.5, 1e-5)
-    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"delta must be a probability in \(0, 1\)"):
         dp.gaussian_sigma(1.0, 0.0)
+    with pytest.raises(ValueError, match=r"delta must be a probability in \[0, 1\)"):
+        dp.robustness_condition(torch.tensor([0.8]), torch.tensor([0.1]), eps=0.5, delta=1.0)
+    with pytest.raises(TypeError, match="delta must be a real number"):
+        dp.max_eps(torch.tensor([0.8]), torch.tensor([0.1]), delta=True)
+    assert dp.gaussian_sigma(1.0, np.float64(1e-5)) == dp.gaussian_sigma(1.0, 1e-5)
     with pytest.raises(ValueError, match="eps must be > 0"):
         dp.laplace_scale(0.0)
     with pytest.raises(ValueError, match="norm must be one of"):

@@ -70,7 +70,7 @@ def test_widget_builds_and_redraws(explorer, monkeypatch):
 def test_arguments_are_checked(explorer):
     with pytest.raises(ValueError, match="eps must be >= 0"):
         explorer.update(-0.1)
-    with pytest.raises(ValueError, match="delta must be in"):
+    with pytest.raises(ValueError, match=r"delta must be a probability in \[0, 1\)"):
         explorer.update(0.1, delta=1.5)
     with pytest.raises(ValueError, match="top and runner_up must be given together"):
         rl.widgets.DPConditionExplorer(torch.ones(2))

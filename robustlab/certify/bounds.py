@@ -60,6 +60,7 @@ from .._validate import (
     check_model,
     check_nonneg,
     check_positive_int,
+    check_probability,
     parse_norm,
 )
 
@@ -956,8 +957,7 @@ class IBPLoss:
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not 0 <= self.kappa <= 1:
-            raise ValueError(f"kappa must be a number in [0, 1], got {self.kappa!r}")
+        check_probability(self.kappa, "kappa", closed=True)
         check_positive_int(self.warmup, "warmup", allow_zero=True)
         check_positive_int(self.ramp, "ramp", allow_zero=True)
 

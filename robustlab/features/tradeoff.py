@@ -13,7 +13,7 @@ from .. import data as _data
 from .. import models as _models
 from .. import train as _train
 from .. import training as _training
-from .._validate import check_nonneg, check_positive, check_positive_int, check_seed, check_tensor
+from .._validate import check_nonneg, check_positive, check_positive_int, check_probability, check_seed, check_tensor
 from ._common import _bar, _phi
 
 
@@ -194,9 +194,7 @@ def tsipras_bound(robust_accuracy, p: float = 0.9):
         if bool(((robust_accuracy < 0) | (robust_accuracy > 1)).any()):
             raise ValueError("robust_accuracy must be in [0, 1]")
     else:
-        check_nonneg(robust_accuracy, "robust_accuracy", allow_tensor=False)
-        if robust_accuracy > 1:
-            raise ValueError(f"robust_accuracy must be in [0, 1], got {robust_accuracy}")
+        robust_accuracy = check_probability(robust_accuracy, "robust_accuracy", closed=True)
     return 1 - (1 - p) / p * robust_accuracy
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..certificates import UNITS, Certificate
-from .._validate import check_images, check_labels, check_positive_int, check_xy
+from .._validate import check_images, check_labels, check_positive_int, check_seed, check_xy
 from ..votes import gap_radius, plurality, top_two, vote_counts
 from ._common import _n_classes_of
 
@@ -61,7 +61,7 @@ def fa_shifts(k: int, d: int, *, seed: int = 0) -> torch.Tensor:
     """
     check_positive_int(k, "k")
     check_positive_int(d, "d")
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     n = k * d
     g = torch.Generator().manual_seed(seed)
     others = torch.randperm(n - 1, generator=g)[:d - 1] + 1

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import data as _data
 from .._validate import (check_class_index, check_images, check_interval, check_labels, check_model,
-                         check_positive_int, check_probability, check_xy)
+                         check_positive_int, check_probability, check_seed, check_xy)
 from ._common import _n_classes_of
 
 __all__ = ["Poisoned", "Trigger", "label_flip", "apply_trigger", "backdoor", "backdoor_success"]
@@ -72,7 +72,7 @@ def label_flip(split, rate: float, *, seed: int = 0, target: int | None = None,
     """
     x, y = check_xy(split, "split")
     rate = check_probability(rate, "rate", closed=True)
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     n_classes = _n_classes_of(y, n_classes)
     check_labels(y, "split.y", n_classes=n_classes)
     g = torch.Generator().manual_seed(seed)
@@ -205,7 +205,7 @@ def backdoor(split, rate: float, target: int, trigger: Trigger | None = None, *,
     n_classes = _n_classes_of(y, n_classes)
     target = check_class_index(target, "target", n_classes)
     trigger = _trigger(trigger)
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     if source is None:
         others = torch.nonzero(y != target).flatten()
     else:

@@ -18,7 +18,7 @@ from .. import config
 from .. import data as _data
 from .. import models as _models
 from ..certificates import Certificate
-from .._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_tensor, check_xy
+from .._validate import check_choice, check_images, check_model, check_positive, check_positive_int, check_seed, check_tensor, check_xy
 from ..votes import plurality, vote_counts
 from .aggregation import certify_dpa, certify_fa, fa_assignment
 
@@ -281,7 +281,7 @@ def train_ensemble(train, assignment: torch.Tensor, n_models: int, *, base: Call
     check_positive_int(epochs, "epochs")
     check_positive(lr, "lr")
     check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", allow_zero=True)
+    seed = check_seed(seed)
     plan = _augment_plan(augment, n_models)
     if plan is not None and x.dim() != 4:
         raise ValueError(f"augment needs image samples (N, C, H, W), got train.x of shape {tuple(x.shape)}")

@@ -177,18 +177,10 @@ def gaussian_sigma(eps, delta, L=1.0, sensitivity=1.0) -> float:
     check_positive(eps, "eps")
     if eps > 1:
         raise ValueError(f"eps must be <= 1 for the Gaussian mechanism (its guarantee needs eps <= 1), got {eps}")
-    _check_delta(delta, positive=True)
+    check_probability(delta, "delta")
     check_positive(L, "L")
     check_positive(sensitivity, "sensitivity")
     return math.sqrt(2.0 * math.log(1.25 / float(delta))) * float(sensitivity) * float(L) / float(eps)
-
-
-def _check_delta(delta, positive: bool):
-    check_nonneg(delta, "delta", allow_tensor=False)
-    if delta >= 1 or (positive and delta == 0):
-        rng = "(0, 1)" if positive else "[0, 1)"
-        raise ValueError(f"delta must be in {rng}, got {delta}")
-    return float(delta)
 
 
 # =========================================================================== the proposition
@@ -210,7 +202,7 @@ def robustness_condition(expected_top, expected_runner_up, eps, delta) -> torch.
     eps = torch.as_tensor(eps, dtype=torch.float64)
     if bool((eps < 0).any()) or bool(torch.isnan(eps).any()):
         raise ValueError("eps must be >= 0")
-    delta = _check_delta(delta, positive=False)
+    delta = check_probability(delta, "delta", closed=True, high_open=True)
     return top > torch.exp(2 * eps) * second + (1 + torch.exp(eps)) * delta
 
 
@@ -229,7 +221,7 @@ def max_eps(expected_top, expected_runner_up, delta) -> torch.Tensor:
     """
     top = torch.as_tensor(expected_top, dtype=torch.float64)
     second = torch.as_tensor(expected_runner_up, dtype=torch.float64)
-    delta = _check_delta(delta, positive=False)
+    delta = check_probability(delta, "delta", closed=True, high_open=True)
     for t, name in ((top, "expected_top"), (second, "expected_runner_up")):
         if bool(torch.isnan(t).any()) or bool((t < 0).any()) or bool((t > 1).any()):
             raise ValueError(f"{name} must hold expected scores in [0, 1]")
@@ -351,7 +343,7 @@ class PixelDP(nn.Module):
             self.eps, self.delta, self.L = float(eps), 0.0, float(L)
             scale = laplace_scale(eps, L)
         else:
-            self.eps, self.delta, self.L = float(eps), _check_delta(delta, positive=True), float(L)
+            self.eps, self.delta, self.L = float(eps), check_probability(delta, "delta"), float(L)
             scale = gaussian_sigma(eps, delta, L)
         self.noise = NoiseLayer(self.mechanism, scale)
         with torch.no_grad():

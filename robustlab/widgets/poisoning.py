@@ -8,7 +8,7 @@ from .. import data as _data
 from .. import models as _models
 from .. import poisoning as _P
 from .. import train as _train
-from .._validate import check_interval, check_positive_int, check_seed
+from .._validate import check_class_index, check_interval, check_positive_int, check_seed
 from ._live import live
 
 __all__ = ["PoisoningExplorer"]
@@ -64,9 +64,7 @@ class PoisoningExplorer:
                  n_test: int | None = None, seed: int = 0):
         self.info = _data.info(dataset)
         self.train, test = _data.load(self.info.name)
-        check_positive_int(target, "target", allow_zero=True)
-        if target >= self.info.n_classes:
-            raise ValueError(f"target must be a class index < {self.info.n_classes}, got {target}")
+        target = check_class_index(target, "target", self.info.n_classes)
         self.target, self.source = target, source
         self.trigger = _P.Trigger() if trigger is None else trigger
         if not isinstance(self.trigger, _P.Trigger):
