@@ -23,12 +23,25 @@ where every model is cached. Attack ensembles are counted at their worst case (e
 still robust reaches every part: APGD-CE 100 steps, APGD-T 9 targets x 100 steps, Square 1000
 queries); on a standard model, whose inputs fall to the first part, only APGD-CE is counted.
 
+Chapter 5's certified training and certification are not multiply-add counts: an IBP step
+propagates a box and the dual bound (Kolter and Wong's dual network,
+``robustlab.certify.bounds.dual_margin_bounds``) propagates one column per hidden unit of
+every input, so their cost is MEASURED here (:func:`bound_costs`): one plain
+forward+backward step, one ``IBPLoss`` step, one ``DualLoss`` step and one dual bound
+without gradient on the full profile's MLP (784-256-256-10) at batch ``BOUND_BATCH``, on one
+CPU thread, each as a multiple of the plain step per input; the count scales the MLP's
+forward+backward by that multiple (and assumes the GPU keeps the CPU's ratio).
+:data:`MEASURED_BOUND_COSTS` records the multiples the table in ``book/intro.md`` was made
+with (the script prints a fresh measurement next to them); the estimate uses the recorded
+ones so that the table does not move with the load of the machine.
+
     python3 benchmarks/full_profile_workload.py [--reps 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -36,12 +49,18 @@ import torch
 
 import robustlab as rl
 from robustlab.training import RECIPES
-from robustlab.certify.bounds import IBP_RECIPES
+from robustlab.certify.bounds import DUAL_RECIPES, IBP_RECIPES, DualLoss, IBPLoss, dual_margin_bounds, relu_network
 
 FULL = rl.config.PROFILES["full"]
 GPU_FLOPS = 2.0e12  # ASSUMED effective FP32 rate of a T4-class GPU on the small CNN (see the docstring)
 N_TRAIN, N_TEST = 60_000, 10_000  # MNIST
 FB = 3.0  # forward+backward in forward-equivalents
+BOUND_BATCH = 16  # batch of the bound measurements (a DualLoss step at batch 128 takes ~25 s on one CPU thread)
+# Cost per input of a training step with each bound, and of the dual bound alone (no gradient), as a
+# multiple of a plain forward+backward step of the same MLP: bound_costs(reps=3) on one CPU thread, batch 16,
+# the mean of two runs (5.4 and 5.7, 410 and 453, 104 and 173; load average 4 to 6); rerun the script to
+# compare with a fresh measurement.
+MEASURED_BOUND_COSTS = {"ibp_step": 5.5, "dual_step": 430.0, "dual_bound": 140.0}
 
 
 def forward_flops(model, shape) -> float:
@@ -85,6 +104,48 @@ def measure(model, shape, threads: int, reps: int, batch: int = 1024) -> tuple[f
     return batch / best_f, batch / best_fb
 
 
+@functools.lru_cache(maxsize=None)
+def bound_costs(batch: int = BOUND_BATCH, reps: int = 2) -> dict:
+    """Measured cost per input of an IBPLoss step, a DualLoss step and a dual bound without gradient on
+    the full profile's MLP, each as a multiple of a plain forward+backward step (best of ``reps``, one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = rl.models.build("mlp", "mnist", width=DUAL_RECIPES["full"]["width"])
+        x, y = torch.rand(batch, *SHAPE), torch.randint(0, 10, (batch,))
+        eps = 1.1 * rl.config.default_eps("certified", "mnist")
+
+        def best(fn):
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+                model.zero_grad(set_to_none=True)
+            return min(times)
+
+        def step(loss_fn):
+            return lambda: loss_fn(model, x, y)[0].backward()
+
+        def dual_bound():
+            with torch.no_grad():
+                dual_margin_bounds(relu_network(model, SHAPE), x.flatten(1), y, eps)
+
+        plain = best(lambda: torch.nn.functional.cross_entropy(model(x), y).backward())
+        return {"ibp_step": best(step(IBPLoss(eps=eps, kappa=0.5))) / plain,
+                "dual_step": best(step(DualLoss(eps=eps, kappa=0.5))) / plain,
+                "dual_bound": best(dual_bound) / plain}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def certified_training_fe(recipe: dict, step_cost: float, rel_mlp: float) -> float:
+    """Forward-equivalents of certified training by ``recipe``: the warm-up epochs are plain steps, the
+    rest (ramp included) cost ``step_cost`` plain steps per input."""
+    bound_epochs = recipe["epochs"] - recipe["warmup_epochs"]
+    return N_TRAIN * FB * rel_mlp * (recipe["warmup_epochs"] + bound_epochs * step_cost)
+
+
 def ensemble_fe(n: int, robust: bool) -> float:
     """Forward-equivalents of the default attack ensemble on ``n`` inputs (worst case for a robust model)."""
     if not robust:
@@ -96,7 +157,8 @@ def workload(rel: dict) -> dict:
     """Per chapter: list of (what, forward-equivalents, training?) under the full profile."""
     p, E, n = FULL, FULL.epochs, FULL.n_eval
     pgd, fgsm, trades, noise = (RECIPES["full"][k] for k in ("pgd", "fgsm", "trades", "noise"))
-    ibp = IBP_RECIPES["full"]
+    ibp, dual = IBP_RECIPES["full"], DUAL_RECIPES["full"]
+    cost = MEASURED_BOUND_COSTS
     nc, ns = p.n_certify, p.n_smoothing
     chapters = {
         "01": [("train standard CNN", E * N_TRAIN * FB, True),
@@ -124,11 +186,15 @@ def workload(rel: dict) -> dict:
                ("their PGD-20 evaluation", 4 * n * 20 * FB, False),
                ("train the random-shift model", E * N_TRAIN * FB, True),
                ("ensemble on shift and noise models", 2 * ensemble_fe(n, True), False)],
-        "05": [("train IBP and dual MLPs (IBP bound ~ 4 forward, dual ~ 10, assumed)",
-                ibp["epochs"] * N_TRAIN * (4 + 10) * FB * rel["mlp16"], True),
+        "05": [(f"train the IBP MLP ({ibp['epochs']} epochs; an IBP step measured at {cost['ibp_step']:.1f} plain steps)",
+                certified_training_fe(ibp, cost["ibp_step"], rel["mlp16"]), True),
+               (f"train the dual MLP ({dual['epochs']} epochs; a DualLoss step measured at {cost['dual_step']:.0f} "
+                f"plain steps)", certified_training_fe(dual, cost["dual_step"], rel["mlp16"]), True),
                ("train the standard MLP width 4", E * N_TRAIN * FB * rel["mlp4"], True),
-               ("certified accuracy and PGD-20 over the radius grid (about 6 radii, 3 models)",
-                3 * 6 * n * (20 + 10) * FB * rel["mlp16"], False)],
+               ("PGD-20, IBP and dual certified accuracy over 6 radii, 3 models (each counted at width 16)",
+                3 * 6 * n * (20 + cost["ibp_step"] + cost["dual_bound"]) * FB * rel["mlp16"], False),
+               ("dual bound with 20 slope-optimization steps, 2 models",
+                2 * n * 20 * cost["dual_step"] * FB * rel["mlp16"], False)],
         "06": [("PixelDP expected scores and certify, n = 1000 on 150 inputs (3 runs)",
                 3 * 150 * 1000 * rel["mlp"], False),
                ("PGD-20 through the noisy network on a few inputs", 2 * 20 * 20 * 1000 * FB * rel["mlp"], False),
@@ -198,6 +264,9 @@ def main() -> None:
     gpu_fe = GPU_FLOPS / flops
     print(f"ASSUMED GPU: {GPU_FLOPS / 1e12:g} TFLOP/s effective (T4-class) = {gpu_fe:,.0f} CNN forwards/s, "
           f"{gpu_fe / fe_per_s:.0f} x the faster measured CPU rate")
+    fresh = bound_costs()
+    print(f"bound costs per input on the full MLP, batch {BOUND_BATCH}, one CPU thread, in plain forward+backward "
+          f"steps: " + ", ".join(f"{k} {fresh[k]:.1f} (recorded {MEASURED_BOUND_COSTS[k]:.1f})" for k in fresh))
     print()
     print(f"{'chapter':8s}{'cold Mfe':>10s}{'warm Mfe':>10s}{'CPU h cold':>12s}{'GPU min cold':>14s}{'GPU min warm':>14s}")
     for ch, items in workload(rel).items():

@@ -66,3 +66,20 @@ def test_the_books_table_is_the_benchmarks_output(bench):
     minutes = bench.gpu_minutes()
     for ch, cold, warm in rows:
         assert (cold.strip(), warm.strip()) == tuple(shown(v) for v in minutes[f"{int(ch):02d}"]), ch
+
+
+def test_chapter_5_counts_the_measured_bound_costs(bench):
+    fresh = bench.bound_costs(reps=1)
+    recorded = bench.MEASURED_BOUND_COSTS
+    assert set(fresh) == set(recorded)
+    # the dual network carries one column per hidden unit: a dual step costs far more than an IBP step
+    assert fresh["dual_step"] > 10 * fresh["ibp_step"] > 10
+    for key, value in recorded.items():
+        assert value / 4 <= fresh[key] <= 4 * value, (key, fresh[key], value)
+    _, rel = bench.relative_costs()
+    items = {what: fe for what, fe, _ in bench.workload(rel)["05"]}
+    dual = [fe for what, fe in items.items() if what.startswith("train the dual MLP")]
+    recipe = rl.certify.bounds.DUAL_RECIPES["full"]
+    bound_epochs = recipe["epochs"] - recipe["warmup_epochs"]
+    assert dual == [pytest.approx(bench.N_TRAIN * bench.FB * rel["mlp16"]
+                                  * (recipe["warmup_epochs"] + bound_epochs * recorded["dual_step"]))]
