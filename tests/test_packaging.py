@@ -66,10 +66,22 @@ def test_dev_extra_pulls_in_book_and_labs():
     assert "robustlab[book,labs]" in meta["optional-dependencies"]["dev"]
 
 
-def _quickstart():
-    text = (REPO / "README.md").read_text()
-    block = re.search(r"^#+ .*[Qq]uickstart.*?\n```[a-z]*\n(.*?)```", text, re.S | re.M).group(1)
-    return [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+def _quickstart(text=None):
+    """The commands of the Quickstart block, read as .ci/run and newcomer-check read them: the first
+    fenced block after the first heading that contains "Quickstart", without comment and blank lines."""
+    text = (REPO / "README.md").read_text() if text is None else text
+    lines = text.splitlines()
+    heading = next(i for i, ln in enumerate(lines) if re.match(r"#+ .*[Qq]uickstart", ln))
+    start = next(i for i in range(heading + 1, len(lines)) if lines[i].startswith("```"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    return [ln for ln in lines[start + 1:end] if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_quickstart_is_the_first_block_after_the_first_quickstart_heading():
+    text = ("# robustlab\n\n```bash\nnot this\n```\n\n## Quickstart\n\nRun:\n\n```bash\n# build\nfirst\n\nsecond\n```\n\n"
+            "## Later\n\nThe Quickstart above is what CI runs.\n\n```bash\nlater block\n```\n\n"
+            "## Quickstart on a GPU\n\n```bash\nthird\n```\n")
+    assert _quickstart(text) == ["first", "second"]
 
 
 def test_readme_quickstart_has_two_commands_build_then_test():
