@@ -11,7 +11,7 @@ timeout, interrupt, errors recorded, the next cells run) and adds:
   ``sys.displayhook``/``excepthook``/streams/``meta_path``, the builtins, the functions and
   classes of numpy, torch, scipy, math and robustlab, the methods of ``torch.Tensor``,
   ``torch.nn.Module`` and robustlab's classes, and the objects bound to the names the
-  instructor's cells define). Before every instructor cell (given or test) the snapshot is
+  given cells define, less those the answer cells define too). Before every instructor cell (given or test) the snapshot is
   compared with the live state; any difference is tampering by the student code run since
   the last instructor cell: that test cell and every later one get no points (an error
   output says why) and the report names the cell. After every instructor cell the
@@ -247,6 +247,11 @@ class GuardedExecute(Execute):
             if self.guard:
                 self._install_guard(token, name)
             tainted = None
+            answer_names = set()
+            for cell in self.nb.cells:
+                if cell.cell_type == "code" and (_meta(cell).get("solution") or not _meta(cell)):
+                    tree = _parse(cell.source)
+                    answer_names |= _bound_names(tree) if tree else set()
             for index, cell in enumerate(self.nb.cells):
                 self._current = index
                 if cell.cell_type != "code":
@@ -287,8 +292,11 @@ class GuardedExecute(Execute):
                 if index in self._truncated:
                     self._event("output truncated", cell)
                 if self.guard and instructor and tainted is None:
-                    tree = _parse(cell.source)
-                    self._call_guard(token, name, "refresh", sorted(_bound_names(tree)) if tree else [])
+                    # the names a given cell defines are watched (not those of test cells, nor those the
+                    # answer cells define too: those are the student's to rebind)
+                    tree = _parse(cell.source) if not is_test else None
+                    names = sorted(_bound_names(tree) - answer_names) if tree else []
+                    self._call_guard(token, name, "refresh", names)
         self.set_widgets_metadata()
 
     def create_kernel_manager(self):
