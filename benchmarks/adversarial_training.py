@@ -89,7 +89,7 @@ def overfitting(train, test):
         model = rl.models.build(arch, "digits", seed=0)
         watch = rl.training.CatastrophicOverfittingGuard(batch.x, batch.y, eps=eps, drop=1.0)  # never acts: watches
         start = time.perf_counter()
-        hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3, loss_fn=rl.training.FastFGSMLoss(eps=eps, step=step),
+        hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3, loss_fn=rl.training.FastFGSMLoss(eps=eps, step_size=step),
                             callbacks=[watch], progress=False)
         seconds = time.perf_counter() - start
         fgsm_acc = hist.train_acc
@@ -106,7 +106,7 @@ def overfitting(train, test):
             model = rl.models.build(arch, "digits", seed=0)
             guard = rl.training.CatastrophicOverfittingGuard(batch.x, batch.y, eps=eps, **kw)
             hist = rl.train.fit(model, train, epochs=epochs, lr=5e-3,
-                                loss_fn=rl.training.FastFGSMLoss(eps=eps, step=step), callbacks=[guard],
+                                loss_fn=rl.training.FastFGSMLoss(eps=eps, step_size=step), callbacks=[guard],
                                 progress=False)
             what = ", ".join(f"{k}={v}" for k, v in kw.items())
             print(f"     guard {what}: " + (hist.notes[0] if hist.notes else f"no rollback ({hist.epochs} epochs)"))

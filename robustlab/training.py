@@ -212,8 +212,8 @@ class FastFGSMLoss(_Ramp):
     ----------
     eps : float
         Linf radius in pixel units.
-    step : float, optional
-        The FGSM step's size in pixel units (``step`` of :func:`robustlab.attacks.fgsm`);
+    step_size : float, optional
+        The FGSM step's size in pixel units (``step_size`` of :func:`robustlab.attacks.fgsm`);
         default ``1.25 * eps``. It is given at the full radius ``eps`` and scales with a
         ramped eps.
     random_start : bool
@@ -225,43 +225,43 @@ class FastFGSMLoss(_Ramp):
     Examples
     --------
     >>> FastFGSMLoss(eps=0.2)
-    FastFGSMLoss(eps=0.2, step=None, random_start=True, ramp=0)
+    FastFGSMLoss(eps=0.2, step_size=None, random_start=True, ramp=0)
     """
 
     eps: float
-    step: float | None = None
+    step_size: float | None = None
     random_start: bool = True
     ramp: int = 0
 
     def __post_init__(self):
         check_nonneg(self.eps, "eps", allow_tensor=False)
-        if self.step is not None:
-            check_positive(self.step, "step")
+        if self.step_size is not None:
+            check_positive(self.step_size, "step_size")
         if not isinstance(self.random_start, bool):
             raise TypeError(f"random_start must be True or False, got {type(self.random_start).__name__}")
         _check_eps_ramp(self.ramp)
 
     def step_for(self, eps: float) -> float:
         """The FGSM step size used at radius ``eps``."""
-        if self.step is None:
+        if self.step_size is None:
             return 1.25 * eps
-        return float(self.step) if self.eps == 0 else float(self.step) * eps / float(self.eps)
+        return float(self.step_size) if self.eps == 0 else float(self.step_size) * eps / float(self.eps)
 
     def __call__(self, model, x, y, step=None):
         eps = self.eps_at(step)
         if eps > 0:
-            x = fast_fgsm_example(model, x, y, eps=eps, step=self.step_for(eps), random_start=self.random_start)
+            x = fast_fgsm_example(model, x, y, eps=eps, step_size=self.step_for(eps), random_start=self.random_start)
         logits = model(x)
         return F.cross_entropy(logits, y), logits
 
 
-def fast_fgsm_example(model, x, y, *, eps: float, step: float, random_start: bool = True) -> torch.Tensor:
+def fast_fgsm_example(model, x, y, *, eps: float, step_size: float, random_start: bool = True) -> torch.Tensor:
     """The adversarial input of :class:`FastFGSMLoss`: random start (or ``x`` itself), one
-    signed step of size ``step``, projection onto the Linf ball around ``x``, clamp to [0, 1].
+    signed step of size ``step_size``, projection onto the Linf ball around ``x``, clamp to [0, 1].
 
-    This is :func:`robustlab.attacks.fgsm` with ``step`` and ``random_start`` (its start
+    This is :func:`robustlab.attacks.fgsm` with ``step_size`` and ``random_start`` (its start
     drawn from the global torch generator, so a training run's seed fixes it)."""
-    return _attacks.fgsm(model, x.detach(), y, eps=eps, step=step, random_start=random_start).detach()
+    return _attacks.fgsm(model, x.detach(), y, eps=eps, step_size=step_size, random_start=random_start).detach()
 
 
 def _kl(logits_p: torch.Tensor, logits_q: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
@@ -586,7 +586,7 @@ def _as_split(train, name="train"):
 
 
 def make_loss(method: str = "pgd", *, eps=None, sigma=None, norm: str = "linf", steps: int | None = None,
-              step_size: float | None = None, step: float | None = None, beta: float = 6.0, ramp: int = 0,
+              step_size: float | None = None, beta: float = 6.0, ramp: int = 0,
               clamp: bool = False):
     """The loss object of a training ``method`` (see :func:`adversarial_training`)."""
     check_choice(method, "method", METHODS)
@@ -601,7 +601,7 @@ def make_loss(method: str = "pgd", *, eps=None, sigma=None, norm: str = "linf", 
     if norm != "linf":
         raise ValueError(f"norm must be 'linf' for method={method!r}, got {norm!r}")
     if method == "fgsm":
-        return FastFGSMLoss(eps=eps, step=step, ramp=ramp)
+        return FastFGSMLoss(eps=eps, step_size=step_size, ramp=ramp)
     return TradesLoss(eps=eps, beta=beta, steps=10 if steps is None else steps, step_size=step_size, ramp=ramp)
 
 
@@ -615,7 +615,6 @@ def adversarial_training(
     norm: str = "linf",
     steps: int | None = None,
     step_size: float | None = None,
-    step: float | None = None,
     beta: float = 6.0,
     eps_ramp_epochs: int = 0,
     guard: bool | CatastrophicOverfittingGuard | None = None,
@@ -645,9 +644,8 @@ def adversarial_training(
     norm : {"linf", "l2"}
         Threat model of ``"pgd"`` (the others are Linf).
     steps, step_size : int, float, optional
-        Attack steps and step size (pgd, trades; default 10 steps of ``2.5 * eps / steps``).
-    step : float, optional
-        The FGSM step's size (fgsm; default ``1.25 * eps``).
+        Attack steps and step size (pgd, trades: default 10 steps of ``2.5 * eps / steps``;
+        fgsm: its one step, default ``1.25 * eps``).
     beta : float
         TRADES weight.
     eps_ramp_epochs : int
@@ -689,7 +687,7 @@ def adversarial_training(
     if "loss_fn" in fit_kwargs:
         raise TypeError("adversarial_training builds loss_fn from method; call robustlab.train.fit to pass your own")
     ramp = eps_ramp_epochs * math.ceil(split.x.shape[0] / batch_size)
-    loss_fn = make_loss(method, eps=eps, sigma=sigma, norm=norm, steps=steps, step_size=step_size, step=step,
+    loss_fn = make_loss(method, eps=eps, sigma=sigma, norm=norm, steps=steps, step_size=step_size,
                         beta=beta, ramp=ramp)
     if guard is None:
         guard = method == "fgsm"

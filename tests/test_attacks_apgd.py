@@ -220,17 +220,17 @@ def test_fgsm_step_and_random_start():
     x = torch.full((3, 16), 0.5)
     y = torch.tensor([0, 1, 0])
     plain = A.fgsm(model, x, y, eps=0.1)
-    assert torch.equal(A.fgsm(model, x, y, eps=0.1, step=0.1), plain)
+    assert torch.equal(A.fgsm(model, x, y, eps=0.1, step_size=0.1), plain)
     # a step larger than eps is projected back onto the ball: the same corner
-    assert torch.allclose(A.fgsm(model, x, y, eps=0.1, step=0.3), plain)
+    assert torch.allclose(A.fgsm(model, x, y, eps=0.1, step_size=0.3), plain)
     # a smaller step stops inside the ball
-    assert torch.allclose(A.fgsm(model, x, y, eps=0.1, step=0.04) - x, 0.4 * (plain - x), atol=1e-6)
-    fast = A.fgsm(model, x, y, eps=0.1, step=0.125, random_start=True, seed=0)
+    assert torch.allclose(A.fgsm(model, x, y, eps=0.1, step_size=0.04) - x, 0.4 * (plain - x), atol=1e-6)
+    fast = A.fgsm(model, x, y, eps=0.1, step_size=0.125, random_start=True, seed=0)
     assert float((fast - x).abs().max()) <= 0.1 + 1e-6
-    assert torch.equal(fast, A.fgsm(model, x, y, eps=0.1, step=0.125, random_start=True, seed=0))
+    assert torch.equal(fast, A.fgsm(model, x, y, eps=0.1, step_size=0.125, random_start=True, seed=0))
     assert not torch.equal(fast, plain)
-    with pytest.raises(ValueError, match="step must be > 0"):
-        A.fgsm(model, x, y, eps=0.1, step=0.0)
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        A.fgsm(model, x, y, eps=0.1, step_size=0.0)
     with pytest.raises(TypeError, match="random_start must be True or False"):
         A.fgsm(model, x, y, eps=0.1, random_start="yes")
 
@@ -275,7 +275,7 @@ def standard_subset():
 def test_an_input_is_robust_only_if_every_part_fails(standard_subset):
     model, x, y = standard_subset
     # deterministic parts, so running them alone gives exactly what they do inside the ensemble
-    weak = ("fgsm", functools.partial(A.fgsm, step=None))
+    weak = ("fgsm", functools.partial(A.fgsm, step_size=None))
     strong = ("pgd no start", functools.partial(A.pgd, steps=10, random_start=False))
     eps = 0.08
     res = A.ensemble(model, x, y, eps=eps, attacks=[weak, strong], progress=False, return_result=True)

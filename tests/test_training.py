@@ -119,24 +119,24 @@ def test_pgd_training_loss_is_at_least_the_clean_loss(batch, fitted):
 def test_fast_fgsm_example_follows_wong_et_al(batch):
     model = rl.models.build("cnn", "digits", width=4)
     torch.manual_seed(0)
-    x_adv = rl.training.fast_fgsm_example(model, batch.x, batch.y, eps=0.1, step=0.125)
+    x_adv = rl.training.fast_fgsm_example(model, batch.x, batch.y, eps=0.1, step_size=0.125)
     delta = x_adv - batch.x
     assert delta.abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     # from a random start, a step of 1.25 eps leaves some coordinates inside the ball
     inside = (delta.abs() < 0.1 - 1e-4) & (x_adv > 0) & (x_adv < 1)
     assert inside.any()
     # without the random start the step is plain FGSM
-    x_fgsm = rl.training.fast_fgsm_example(model, batch.x, batch.y, eps=0.1, step=0.1, random_start=False)
+    x_fgsm = rl.training.fast_fgsm_example(model, batch.x, batch.y, eps=0.1, step_size=0.1, random_start=False)
     assert torch.allclose(x_fgsm, rl.attacks.fgsm(model, batch.x, batch.y, eps=0.1))
     # it is rl.attacks.fgsm with a random start drawn from the global generator
     torch.manual_seed(0)
-    x_attack = rl.attacks.fgsm(model, batch.x, batch.y, eps=0.1, step=0.125, random_start=True)
+    x_attack = rl.attacks.fgsm(model, batch.x, batch.y, eps=0.1, step_size=0.125, random_start=True)
     assert torch.equal(x_adv, x_attack)
 
 
 def test_fast_fgsm_step_defaults_to_one_and_a_quarter_eps():
     assert FastFGSMLoss(eps=0.2).step_for(0.2) == pytest.approx(0.25)
-    assert FastFGSMLoss(eps=0.2, step=0.4).step_for(0.1) == pytest.approx(0.2), "the step scales with a ramped eps"
+    assert FastFGSMLoss(eps=0.2, step_size=0.4).step_for(0.1) == pytest.approx(0.2), "the step scales with a ramped eps"
 
 
 def _old_counter_eps(eps, ramp, k):
@@ -450,8 +450,8 @@ def test_arguments_are_checked(digits):
         TradesLoss(eps=0.1, steps=0)
     with pytest.raises(ValueError, match="beta must be >= 0"):
         TradesLoss(eps=0.1, beta=-1.0)
-    with pytest.raises(ValueError, match="step must be > 0"):
-        FastFGSMLoss(eps=0.1, step=0.0)
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        FastFGSMLoss(eps=0.1, step_size=0.0)
     with pytest.raises(ValueError, match="sigma must be >= 0"):
         GaussianNoiseLoss(sigma=-1.0)
     with pytest.raises(ValueError, match="ramp must be an integer >= 0"):

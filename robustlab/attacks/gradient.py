@@ -10,7 +10,7 @@ of the input gradient of the cross-entropy loss,
 
 and, targeted at a label :math:`t`, steps *down* the loss of :math:`t`:
 :math:`x' = \operatorname{clip}_{[0,1]}(x - \varepsilon\,\operatorname{sign}\nabla_x
-\mathcal{L}(f(x), t))`. With ``random_start`` and a ``step`` of its own it is the fast
+\mathcal{L}(f(x), t))`. With ``random_start`` and a ``step_size`` of its own it is the fast
 FGSM of Wong, Rice and Kolter (2020).
 """
 
@@ -26,15 +26,15 @@ __all__ = ["fgsm", "pgd"]
 
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, targets: torch.Tensor | None = None,
-         step: float | None = None, random_start: bool = False, seed: int | None = None) -> torch.Tensor:
+         step_size: float | None = None, random_start: bool = False, seed: int | None = None) -> torch.Tensor:
     r"""Fast Gradient Sign Method, Linf: one signed-gradient step, of size ``eps`` by default.
 
-    Plain FGSM steps from ``x`` itself by ``step = eps``. With ``random_start=True`` it
-    first draws :math:`x^0` uniformly from the ball (in the box), steps by ``step`` from
+    Plain FGSM steps from ``x`` itself by ``step_size = eps``. With ``random_start=True`` it
+    first draws :math:`x^0` uniformly from the ball (in the box), steps by ``step_size`` from
     there and projects back onto the ball,
-    :math:`x' = \Pi_{[0,1]^d}(\Pi_{B_\infty(x, \varepsilon)}(x^0 + \texttt{step}\cdot
+    :math:`x' = \Pi_{[0,1]^d}(\Pi_{B_\infty(x, \varepsilon)}(x^0 + \texttt{step\_size}\cdot
     \operatorname{sign}\nabla_x \mathcal{L}(f(x^0), y)))`: the fast FGSM of Wong, Rice and
-    Kolter (2020), who use ``step = 1.25 * eps``.
+    Kolter (2020), who use ``step_size = 1.25 * eps``.
 
     Parameters
     ----------
@@ -48,7 +48,7 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, targe
         Linf budget in pixel units (a number or one per sample, shape (B,)); ``eps >= 0``.
     targets : torch.Tensor, optional
         Target labels (B,) for a targeted attack.
-    step : float, optional
+    step_size : float, optional
         The signed step's size in pixel units (> 0); default ``eps`` (per sample). A step
         larger than ``eps`` is projected back onto the ball.
     random_start : bool
@@ -69,23 +69,23 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, targe
     >>> x_adv = fgsm(model, x, y, eps=0.1)
     >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
     True
-    >>> x_fast = fgsm(model, x, y, eps=0.1, step=0.125, random_start=True, seed=0)
+    >>> x_fast = fgsm(model, x, y, eps=0.1, step_size=0.125, random_start=True, seed=0)
     >>> bool((x_fast - x).abs().max() <= 0.1 + 1e-6)
     True
     """
     x_in = x
     x, y, targets, eps = _prepare(model, x, y, targets, eps)
     _check_flag(random_start, "random_start")
-    if step is not None:
-        check_positive(step, "step")
+    if step_size is not None:
+        check_positive(step_size, "step_size")
     eps_t = _eps_flat(eps, x).view((-1,) + (1,) * (x.dim() - 1))
-    step_t = eps_t if step is None else torch.full_like(eps_t, float(step))
+    step_t = eps_t if step_size is None else torch.full_like(eps_t, float(step_size))
     labels = targets if targets is not None else y
     with eval_mode(model):
         x0 = _random_start(x, eps_t, "linf", _generator(seed, x.device)) if random_start else x
         sign = _objective_and_gradient(model, x0, labels, "ce", targets is not None)[2].sign()
     x_adv = x0 + step_t * sign
-    if random_start or step is not None:  # a step from x itself of size eps stays in the ball
+    if random_start or step_size is not None:  # a step from x itself of size eps stays in the ball
         x_adv = torch.minimum(torch.maximum(x_adv, x - eps_t), x + eps_t)
     return _to_input(x_in, x_adv.clamp(0.0, 1.0))
 
