@@ -968,13 +968,17 @@ class IBPLoss:
         t = _train.ramp(step, self.ramp, delay=self.warmup)
         return float(self.eps) * t, 1.0 - (1.0 - float(self.kappa)) * t
 
+    def margin_lower_bounds(self, net: ReLUNetwork, x_flat, y, eps) -> torch.Tensor:
+        """The bound the robust term uses: :func:`ibp_margin_bounds` (:class:`DualLoss`: the dual bound)."""
+        return ibp_margin_bounds(net, x_flat, y, eps)
+
     def __call__(self, model, x, y, step=None):
         eps, kappa = self.schedule(step)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         if kappa < 1.0:
             net = relu_network(model, tuple(x.shape[1:]))
-            lower = ibp_margin_bounds(net, x.flatten(1), y, eps)
+            lower = self.margin_lower_bounds(net, x.flatten(1), y, eps)
             loss = kappa * loss + (1 - kappa) * F.cross_entropy(_worst_case_logits(lower, y), y)
         return loss, logits
 
@@ -1089,15 +1093,9 @@ class DualLoss(IBPLoss):
     (0.05, 0.75)
     """
 
-    def __call__(self, model, x, y, step=None):
-        eps, kappa = self.schedule(step)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        if kappa < 1.0:
-            net = relu_network(model, tuple(x.shape[1:]))
-            lower = dual_margin_bounds(net, x.flatten(1), y, eps)
-            loss = kappa * loss + (1 - kappa) * F.cross_entropy(_worst_case_logits(lower, y), y)
-        return loss, logits
+    def margin_lower_bounds(self, net: ReLUNetwork, x_flat, y, eps) -> torch.Tensor:
+        """The Kolter--Wong dual bound :func:`dual_margin_bounds`."""
+        return dual_margin_bounds(net, x_flat, y, eps)
 
 
 # Recipes of :func:`dual_trained_model`: the IBP recipes' network and schedule.
