@@ -87,8 +87,8 @@ __all__ = [
 
 METHODS = ("pgd", "fgsm", "trades", "noise")
 
-# Linf radii (pixel units) of the published threat models, and 0.2 for the 8x8 digits.
-DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255}
+# The threat model's Linf radii per data set: config's one table of default radii (its "attack" row).
+DEFAULT_EPS = config.DEFAULT_EPS["attack"]
 
 
 # --------------------------------------------------------------------------- helpers
