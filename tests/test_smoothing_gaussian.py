@@ -252,3 +252,21 @@ def test_the_paper_defaults():
     sig = inspect.signature(G.certify).parameters
     assert (sig["n0"].default, sig["n"].default, sig["alpha"].default) == (100, 100_000, 0.001)
     assert rl.smoothing.gaussian is G
+
+
+def test_certify_is_certify_counts_of_its_two_vote_tables():
+    """CERTIFY's decision is certify_counts of the selection and estimation counts of one continuing stream."""
+    model = rl.models.build("mlp", "digits", width=2, seed=0)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cert = rl.smoothing.gaussian.certify(model, x, sigma=0.25, n0=30, n=300, alpha=0.01, seed=3, progress=False)
+    both = rl.smoothing.gaussian.sample_counts(model, x, 330, 0.25, seed=3, progress=False)
+    with rl.smoothing.sampling.Sampler(model, x, rl.smoothing.sampling.GaussianNoise(0.25), mode="counts",
+                                       seed=3) as s:
+        sel, est = s.draw(30).cpu(), s.draw(300).cpu()
+    assert torch.equal(sel + est, both)
+    again = rl.smoothing.gaussian.certify_counts(sel, est, sigma=0.25, alpha=0.01)
+    assert torch.equal(again.prediction, cert.prediction) and torch.equal(again.radius, cert.radius)
+    with pytest.raises(ValueError, match="same shape"):
+        rl.smoothing.gaussian.certify_counts(sel, est[:, :5], sigma=0.25)
+    with pytest.raises(TypeError, match="selection must be an integer tensor"):
+        rl.smoothing.gaussian.certify_counts(sel.double(), est, sigma=0.25)

@@ -80,6 +80,7 @@ __all__ = [
     "sample_counts",
     "predict",
     "certify",
+    "certify_counts",
     "Certificate",
     "certified_accuracy",
     "plot_certified_accuracy",
@@ -316,6 +317,41 @@ def certify(model, x, *, sigma: float, n0: int = DEFAULT_N0, n: int = DEFAULT_N,
                            desc="smoothing: certify", total=x.shape[0] * (n0 + n)) as sampler:
         selection = sampler.draw(n0).cpu()
         estimation = sampler.draw(n).cpu()
+    return certify_counts(selection, estimation, sigma=sigma, alpha=alpha)
+
+
+def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, *, sigma: float,
+                   alpha: float = DEFAULT_ALPHA) -> Certificate:
+    r"""CERTIFY's decision from its two vote tables (steps 1 and 3-4 of :func:`certify`).
+
+    ``selection`` (B, K) holds the votes of the ``n0`` selection samples and ``estimation``
+    (B, K) those of the ``n`` fresh estimation samples, each row summing to its sample
+    size. The guess :math:`\hat c_A` is the plurality of ``selection`` (lower index on a
+    tie), :math:`\underline{p_A}` the one-sided Clopper--Pearson bound of its count in
+    ``estimation``; abstain below 1/2, else radius :math:`\sigma\Phi^{-1}(\underline{p_A})`.
+    :func:`certify` draws the tables from one noise stream per input; any other sampling
+    whose two tables are independent gives the same guarantee.
+
+    >>> sel, est = torch.tensor([[8, 2], [5, 5]]), torch.tensor([[990, 10], [400, 600]])
+    >>> cert = certify_counts(sel, est, sigma=0.5, alpha=0.001)
+    >>> cert.prediction.tolist(), [round(r, 3) for r in cert.radius.tolist()], cert.n0, cert.n
+    ([0, -1], [0.989, 0.0], 10, 1000)
+    """
+    for name, t in (("selection", selection), ("estimation", estimation)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor of vote counts, shape (B, K)")
+    if selection.shape != estimation.shape:
+        raise ValueError(f"selection and estimation must have the same shape, got {tuple(selection.shape)} "
+                         f"and {tuple(estimation.shape)}")
+    check_positive(sigma, "sigma")
+    alpha = check_probability(alpha, "alpha")
+    selection, estimation = selection.cpu().long(), estimation.cpu().long()
+    n0s, ns = selection.sum(1), estimation.sum(1)
+    if selection.numel() and (int(selection.min()) < 0 or int(estimation.min()) < 0):
+        raise ValueError("selection and estimation must hold counts >= 0")
+    if bool((n0s != n0s[0]).any()) or bool((ns != ns[0]).any()) or int(ns[0]) < 1 or int(n0s[0]) < 1:
+        raise ValueError("every row of selection (of estimation) must sum to the same sample size >= 1")
+    n0, n = int(n0s[0]), int(ns[0])
     guess = _votes.plurality(selection)
     count = estimation.gather(1, guess[:, None])[:, 0]
     p_lower = torch.from_numpy(np.asarray(clopper_pearson(count, n, alpha), dtype=np.float64))
@@ -324,4 +360,4 @@ def certify(model, x, *, sigma: float, n0: int = DEFAULT_N0, n: int = DEFAULT_N,
                          torch.zeros_like(p_lower))
     prediction = torch.where(certified, guess, torch.full_like(guess, ABSTAIN))
     return Certificate(prediction, radius, UNITS["l2"], "gaussian", alpha,
-                       {"pA_lower": p_lower, "count": count, "sigma": float(sigma), "n0": int(n0), "n": int(n)})
+                       {"pA_lower": p_lower, "count": count, "sigma": float(sigma), "n0": n0, "n": n})
