@@ -172,6 +172,14 @@ def test_feature_datasets_experiment_reports_and_plots(models, digits):
                                                      "relabelled adv. (D_det)", "relabelled adv. (D_rand)"]
     assert all(0 <= a <= 1 for a in res.clean + res.robust)
     assert len(res.plot().patches) == 10
+    # the robust column is the ensemble's by default: never above a single PGD run's on the same models
+    pgd = feat.feature_datasets_experiment(standard, robust, rl.data.subset(train, 200), rl.data.subset(test, 100),
+                                           eps=0.1, steps=20, epochs=2, attack="pgd", eval_steps=3,
+                                           dataset="digits", progress=False)
+    assert pgd.clean == res.clean
+    assert all(e <= p + 1e-12 for e, p in zip(res.robust, pgd.robust)), (res.robust, pgd.robust)
+    with pytest.raises(ValueError, match="attack must be one of"):
+        feat.feature_datasets_experiment(standard, robust, train, test, attack="fgsm")
 
 
 # =========================================================================== saliency
