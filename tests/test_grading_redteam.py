@@ -279,7 +279,7 @@ def redteam(tmp_path_factory):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             rows = grading.autograde(folder, lab="tiny", source=source, course_dir=course, out=root / "grades.csv",
-                                     lms=root / "lms.csv", timeout=4, jobs=2, limits={"memory_mb": 2048})
+                                     lms=root / "lms.csv", timeout=12, jobs=2, limits={"memory_mb": 2048})
     finally:
         os.environ.pop("ROBUSTLAB_REDTEAM_SECRET", None)
         listener.close()
@@ -444,7 +444,7 @@ def test_parallel_grading_gives_the_same_scores_as_one_at_a_time(redteam, tmp_pa
         (folder / student / "tiny.ipynb").write_bytes((redteam["folder"] / student / "tiny.ipynb").read_bytes())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", grading.GradingWarning)
-        rows = grading.autograde(folder, lab="tiny", source=redteam["source"], out=None, timeout=4, jobs=1)
+        rows = grading.autograde(folder, lab="tiny", source=redteam["source"], out=None, timeout=12, jobs=1)
     one = {r["student_id"]: (r["score"], r["cells"]) for r in rows}
     two = {s: (redteam["rows"][s]["score"], redteam["rows"][s]["cells"]) for s in honest}
     assert one == two
