@@ -337,10 +337,12 @@ class TransformFamily:
     """
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__ (the number of transforms): "
+                                  "TransformFamily is an interface")
 
     def apply(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement apply(x, t) (transform t of the batch x): "
+                                  "TransformFamily is an interface")
 
 
 class Translations(TransformFamily):
