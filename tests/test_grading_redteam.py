@@ -450,6 +450,37 @@ def test_parallel_grading_gives_the_same_scores_as_one_at_a_time(redteam, tmp_pa
     assert one == two
 
 
+@pytest.mark.slow
+def test_a_failure_of_nbgrader_itself_is_retried_alone(redteam, tmp_path, monkeypatch):
+    """A grading run that nbgrader fails once (as under contention for the gradebook) is run
+    again alone and the student keeps the grade; one that fails every time is reported as such."""
+    import robustlab.grading as grading_module
+
+    real = grading_module._grade_student
+    calls = []
+
+    def flaky(course, lab, student, env, hard_limit):
+        calls.append(student)
+        if student == "full" and calls.count("full") == 1 or student == "partial":
+            return {"events": [], "failed": True, "timed_out": False, "errors": ["database is locked"], "seconds": 0.1}
+        return real(course, lab, student, env, hard_limit)
+
+    monkeypatch.setattr(grading_module, "_grade_student", flaky)
+    folder = tmp_path / "subs"
+    for student in ("full", "partial"):
+        (folder / student).mkdir(parents=True)
+        (folder / student / "tiny.ipynb").write_bytes((redteam["folder"] / student / "tiny.ipynb").read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = grading.autograde(folder, lab="tiny", source=redteam["source"], out=None, timeout=12, jobs=2)
+    rows = {r["student_id"]: r for r in rows}
+    assert sorted(calls) == ["full", "full", "partial", "partial"]
+    assert rows["full"]["score"] == MAX and rows["full"]["status"] == "graded"
+    assert "nbgrader failed" in rows["partial"]["status"]
+    assert any("the submissions of ['partial']" in str(w.message) for w in caught
+               if issubclass(w.category, grading.GradingWarning))
+
+
 # --------------------------------------------------------------------------- a real lab
 
 

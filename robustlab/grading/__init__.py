@@ -592,6 +592,20 @@ def _grade_student(course: Path, lab: str, student: str, env: dict, hard_limit: 
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def _register_students(course: Path, students) -> None:
+    """Add every student to the gradebook before the parallel grading runs start.
+
+    ``nbgrader autograde --create`` adds a missing student itself; two workers doing so at
+    the same moment contend for the gradebook's SQLite file. Adding them here, one process,
+    one transaction, leaves the workers only their own submissions to write.
+    """
+    from nbgrader.api import Gradebook
+
+    with Gradebook("sqlite:///" + (course / "gradebook.db").as_posix() + "?timeout=300") as gb:
+        for student in students:
+            gb.update_or_create_student(student)
+
+
 def _status(prepared: dict, graded: dict) -> str:
     parts = []
     if graded["timed_out"]:
@@ -791,9 +805,16 @@ def autograde(submissions, *, lab: str, out="grades.csv", course_dir=None, timeo
         prepared = {s: _prepare_submission(course, lab, s, folder, infos) for s, folder in students.items()}
         start = time.perf_counter()
         hard_limit = total + 300
+        _register_students(course, students)
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {s: pool.submit(_grade_student, course, lab, s, env, hard_limit) for s in students}
             graded = {s: f.result() for s, f in futures.items()}
+        for s in sorted(s for s, g in graded.items() if g["failed"] and not g["timed_out"]):
+            # once more, alone: a failure of nbgrader itself under contention (the gradebook's
+            # SQLite file locked by the other workers) must not cost a student the grade; a
+            # submission that makes nbgrader fail every time fails again and is reported
+            retry = _grade_student(course, lab, s, env, hard_limit)
+            graded[s] = dict(retry, seconds=round(graded[s]["seconds"] + retry["seconds"], 1), retried=True)
         elapsed = time.perf_counter() - start
         failed = sorted(s for s, g in graded.items() if g["failed"])
         if failed:
