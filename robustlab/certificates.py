@@ -53,6 +53,7 @@ UNITS = {
     "l0": "pixels (L0)",
     "patch": "patch side",
     "wasserstein": "Wasserstein (pixel mass)",
+    "lp": "Lp^p distance, sum |delta_i|^p (0 < p < 1)",
     "poison": "poisoned samples (insertions or deletions)",
     "label_flips": "label flips",
 }

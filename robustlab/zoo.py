@@ -173,6 +173,14 @@ def _training(fn_name: str, **kw):
     return make
 
 
+def _call(module: str, fn_name: str = "base_model", **kw):
+    """A builder that calls ``robustlab.<module>.<fn_name>(**kw)`` (imported when it runs)."""
+    def make():
+        import importlib
+        return getattr(importlib.import_module(f"robustlab.{module}"), fn_name)(**kw)
+    return make
+
+
 def planar_demo():
     """The chapter 3 network-in-the-plane setting: its data and the trained pair (cached)."""
     from .training import fit_planar
@@ -223,6 +231,17 @@ def _recipes() -> dict:
                _lethal_dose()),
         Recipe("dpa-k10-lab4", ("lab4",), "DPA, k = 10, 10 epochs", _dpa(10, epochs=10, width=2, seed=0)),
         Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
+        # Part IV: the base classifiers of the certifiers beyond L2
+        Recipe("dssn-0.5", (13,), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = 16, "
+               "rl.smoothing.l1.base_model()", _call("smoothing.l1")),
+        Recipe("ssn-0.5", (13,), "SSN base classifier, sigma 0.5, rl.smoothing.l1.base_model('ssn')",
+               _call("smoothing.l1", kind="ssn")),
+        Recipe("uniform-l1-0.5", (13,), "uniform-noise base classifier, sigma 0.5, "
+               "rl.smoothing.l1.base_model('uniform')", _call("smoothing.l1", kind="uniform")),
+        Recipe("fractional-p0.5", (13,), "fractional Lp base classifier, p 1/2, q 16, budget 200, "
+               "rl.smoothing.fractional.base_model()", _call("smoothing.fractional")),
+        Recipe("fractional-p0.5-s2", (13,), "the same, padded to s = 2 (400 positions)",
+               _call("smoothing.fractional", s=2.0)),
     ]
     for i in range(3):
         rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius no. {i + 1}",

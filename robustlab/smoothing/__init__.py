@@ -9,10 +9,16 @@ certify the majority vote.
   Lecuyer et al.): a calibrated noise layer and the expected-score condition.
 * :mod:`robustlab.smoothing.gaussian` -- Gaussian randomized smoothing (Cohen et al.):
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
+* :mod:`robustlab.smoothing.l1` -- smoothing against L1 threats (Levine and Feizi): randomized
+  splitting noise (SSN) and its deterministic version on quantized inputs (DSSN).
+* :mod:`robustlab.smoothing.fractional` -- the deterministic certificate for Lp threats with
+  0 < p < 1 on quantized inputs (Levine and Feizi), its design an integer program.
 
-Both certifiers return the shared :class:`robustlab.certificates.Certificate`.
+Every certifier returns the shared :class:`robustlab.certificates.Certificate`.
 """
 
 from . import sampling
 from . import dp
 from . import gaussian
+from . import l1
+from . import fractional
