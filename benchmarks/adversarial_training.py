@@ -59,7 +59,7 @@ def methods(train, test):
     line(f"standard ({prof.epochs} epochs)", time.perf_counter() - start, rl.train.evaluate(model, test),
          robust_accuracies(model, test))
     for method in ("pgd", "fgsm", "trades", "noise"):
-        recipe = rl.training.RECIPES["quick"][method]
+        recipe = rl.training.TRAINING_RECIPES["quick"][method]
         start = time.perf_counter()
         model, hist = rl.training.robust_model("digits", method, cache=False, progress=False)
         seconds = time.perf_counter() - start

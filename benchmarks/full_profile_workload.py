@@ -48,7 +48,7 @@ import time
 import torch
 
 import robustlab as rl
-from robustlab.training import RECIPES
+from robustlab.training import TRAINING_RECIPES
 from robustlab.certify.bounds import DUAL_RECIPES, IBP_RECIPES, DualLoss, IBPLoss, dual_margin_bounds, relu_network
 
 FULL = rl.config.PROFILES["full"]
@@ -156,7 +156,7 @@ def ensemble_fe(n: int, robust: bool) -> float:
 def workload(rel: dict) -> dict:
     """Per chapter: list of (what, forward-equivalents, training?) under the full profile."""
     p, E, n = FULL, FULL.epochs, FULL.n_eval
-    pgd, fgsm, trades, noise = (RECIPES["full"][k] for k in ("pgd", "fgsm", "trades", "noise"))
+    pgd, fgsm, trades, noise = (TRAINING_RECIPES["full"][k] for k in ("pgd", "fgsm", "trades", "noise"))
     ibp, dual = IBP_RECIPES["full"], DUAL_RECIPES["full"]
     cost = MEASURED_BOUND_COSTS
     nc, ns = p.n_certify, p.n_smoothing

@@ -71,7 +71,7 @@ __all__ = [
     "make_loss",
     "METHODS",
     "DEFAULT_EPS",
-    "RECIPES",
+    "TRAINING_RECIPES",
     "adversarial_training",
     "robust_model",
     "PlanarClassifiers",
@@ -713,7 +713,7 @@ def adversarial_training(
 # recipe reaches about 98% clean and 67% robust accuracy under the attack ensemble at eps
 # 0.2 (74% under PGD-50 alone) in about 20 s on one CPU thread
 # (benchmarks/adversarial_training.py prints the measured numbers).
-RECIPES = {
+TRAINING_RECIPES = {
     "quick": {
         "pgd": dict(epochs=30, lr=5e-3, batch_size=64, steps=7, eps_ramp_epochs=5, schedule="onecycle"),
         "fgsm": dict(epochs=30, lr=5e-3, batch_size=64, eps_ramp_epochs=5, schedule="onecycle"),
@@ -747,7 +747,7 @@ def robust_model(
 
     The robust counterpart of :func:`robustlab.train.trained_model`: the profile's
     architecture trained on ``dataset`` with :func:`adversarial_training` and the
-    profile's recipe (:data:`RECIPES`) for ``method``; the first call trains (with a
+    profile's recipe (:data:`TRAINING_RECIPES`) for ``method``; the first call trains (with a
     progress bar), later calls with the same arguments load the cached weights.
     Made by the zoo's one factory, :func:`robustlab.zoo.profile_model`.
 
@@ -777,7 +777,7 @@ def robust_model(
     meta = _data.info(dataset)
     if eps is None:
         eps = DEFAULT_EPS[meta.name]
-    recipe = dict(RECIPES[prof.name][method])
+    recipe = dict(TRAINING_RECIPES[prof.name][method])
     recipe.update(overrides)
     if prof.smoke:
         recipe["epochs"] = 1
@@ -1030,7 +1030,7 @@ def robust_generalization(dataset: str | None = None, eps: float | None = None, 
     """The robust generalisation gap over PGD training: the profile's PGD recipe, monitored every epoch.
 
     Trains the profile's architecture exactly as :func:`robust_model` does (``method="pgd"``,
-    :data:`RECIPES`), with a :class:`RobustAccuracyMonitor` on ``n_monitor`` seeded
+    :data:`TRAINING_RECIPES`), with a :class:`RobustAccuracyMonitor` on ``n_monitor`` seeded
     training and test inputs; then evaluates the final model on the same inputs with the
     default ensemble of :func:`robustlab.attacks.robust_accuracy`. With ``cache=True`` the
     curve (the records and the final evaluation, not the model) is stored in the cache's
@@ -1043,7 +1043,7 @@ def robust_generalization(dataset: str | None = None, eps: float | None = None, 
     check_positive(eps, "eps")
     check_positive_int(n_monitor, "n_monitor")
     check_positive_int(steps, "steps")
-    recipe = dict(RECIPES[prof.name]["pgd"])
+    recipe = dict(TRAINING_RECIPES[prof.name]["pgd"])
     if prof.smoke:
         recipe.update(epochs=1, eps_ramp_epochs=0)
     train, test = _data.load(dataset)
@@ -1139,7 +1139,7 @@ def accuracy_against_training_size(sizes=(50, 100, 200, 400), dataset: str | Non
     test_part = _data.subset(test, n_test, seed=0)
     if prof.smoke:
         seeds = seeds[:1]
-    recipe = dict(RECIPES[prof.name]["pgd"])
+    recipe = dict(TRAINING_RECIPES[prof.name]["pgd"])
     batch_size = recipe.pop("batch_size")
     clean = {"standard": [], "pgd": []}
     for n in sizes:

@@ -279,7 +279,7 @@ def test_robust_model_reaches_the_published_digits_numbers():
     Its training time is a benchmark (benchmarks/adversarial_training.py), not a test."""
     _, test = rl.data.load("digits")
     model, hist = rl.training.robust_model("digits", progress=False)
-    assert not model.training and hist.epochs == rl.training.RECIPES["quick"]["pgd"]["epochs"]
+    assert not model.training and hist.epochs == rl.training.TRAINING_RECIPES["quick"]["pgd"]["epochs"]
     clean = rl.train.evaluate(model, test)
     robust = rl.attacks.robust_accuracy(model, test, eps=0.2, seed=0, progress=False)  # the ensemble
     assert clean >= 0.94 and robust >= 0.60, (clean, robust)
