@@ -242,6 +242,15 @@ def _recipes() -> dict:
                "rl.smoothing.fractional.base_model()", _call("smoothing.fractional")),
         Recipe("fractional-p0.5-s2", (13,), "the same, padded to s = 2 (400 positions)",
                _call("smoothing.fractional", s=2.0)),
+        Recipe("wasserstein-0.02", (13,), "Wasserstein smoothing base classifier, flow sigma 0.02, one flow per "
+               "batch (the paper's training)", _call("smoothing.wasserstein", sigma=0.02)),
+        Recipe("wasserstein-0.02-per-image", (13,), "Wasserstein smoothing base classifier, flow sigma 0.02, one flow "
+               "per image", _call("smoothing.wasserstein", sigma=0.02, shared=False)),
+        Recipe("wasserstein-0.01-per-image", (13,), "Wasserstein smoothing base classifier, flow sigma 0.01, one flow "
+               "per image", _call("smoothing.wasserstein", sigma=0.01, shared=False)),
+        Recipe("wasserstein-pixel-0.028", (13,), "Laplace noise on the unit-mass pixels, sigma 0.02 sqrt(2) (the same "
+               "Wasserstein radius per pA)", _call("smoothing.wasserstein", sigma=0.02 * 2 ** 0.5, noise="pixel",
+                                                   shared=False)),
     ]
     for i in range(3):
         rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius no. {i + 1}",

@@ -11,6 +11,8 @@ certify the majority vote.
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
 * :mod:`robustlab.smoothing.l1` -- smoothing against L1 threats (Levine and Feizi): randomized
   splitting noise (SSN) and its deterministic version on quantized inputs (DSSN).
+* :mod:`robustlab.smoothing.wasserstein` -- Wasserstein smoothing (Levine and Feizi): Laplace
+  noise on the flows between neighbouring pixels of a unit-mass image, certified Wasserstein radii.
 * :mod:`robustlab.smoothing.fractional` -- the deterministic certificate for Lp threats with
   0 < p < 1 on quantized inputs (Levine and Feizi), its design an integer program.
 
@@ -22,3 +24,4 @@ from . import dp
 from . import gaussian
 from . import l1
 from . import fractional
+from . import wasserstein
