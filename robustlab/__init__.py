@@ -18,7 +18,10 @@ Modules (one per concept of the course map):
 * :mod:`robustlab.features` -- robustness, accuracy and features (Tsipras, Ilyas,
   saliency, Schmidt).
 * :mod:`robustlab.certify` -- deterministic certificates (IBP, the Kolter-Wong relaxation).
-* :mod:`robustlab.smoothing` -- randomized smoothing (PixelDP, Gaussian smoothing).
+* :mod:`robustlab.smoothing` -- randomized smoothing (PixelDP, Gaussian smoothing; SSN and
+  DSSN for L1, Wasserstein smoothing, fractional Lp).
+* :mod:`robustlab.patch_detection` -- Segment and Complete: a patch segmenter, the square
+  completion and the conditional guarantee it gives against patches.
 * :mod:`robustlab.theory` -- limits of robustness (concentration of measure, adversarial
   spheres, the curse of dimensionality for smoothing).
 * :mod:`robustlab.robuststats` -- robust statistics (median and MAD, Tukey depth and median,
@@ -95,14 +98,15 @@ Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueE
 """
 
 from . import (attacks, cache, certificates, certify, config, data, features, influence, lipschitz, models, norms,
-               oracles, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes, widgets, zoo)
+               oracles, patch_detection, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes,
+               widgets, zoo)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "attacks", "certificates", "certify", "config", "data", "features", "influence", "lipschitz", "models", "norms",
-    "oracles", "plot",
+    "oracles", "patch_detection", "plot",
     "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress", "set_threads",
     "__version__",

@@ -231,7 +231,11 @@ def _recipes() -> dict:
                _lethal_dose()),
         Recipe("dpa-k10-lab4", ("lab4",), "DPA, k = 10, 10 epochs", _dpa(10, epochs=10, width=2, seed=0)),
         Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
-        # Part IV: the base classifiers of the certifiers beyond L2
+        # Part IV
+        Recipe("sac-segmenter", (12, "lab6"), "Segment and Complete patch segmenter, side 3 (digits) / 5 (MNIST), "
+               "rl.patch_detection.segmenter_model()", _call("patch_detection", "segmenter_model")),
+        Recipe("sac-classifier", (12, "lab6"), "classifier on randomly masked images for Segment and Complete, "
+               "rl.patch_detection.classifier_model()", _call("patch_detection", "classifier_model")),
         Recipe("dssn-0.5", (13,), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = 16, "
                "rl.smoothing.l1.base_model()", _call("smoothing.l1")),
         Recipe("ssn-0.5", (13,), "SSN base classifier, sigma 0.5, rl.smoothing.l1.base_model('ssn')",
