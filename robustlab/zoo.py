@@ -232,6 +232,10 @@ def _recipes() -> dict:
         Recipe("dpa-k10-lab4", ("lab4",), "DPA, k = 10, 10 epochs", _dpa(10, epochs=10, width=2, seed=0)),
         Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
         # Part IV
+        Recipe("patch-column", (12,), "column smoothing base classifier (band s = 2 on digits), "
+               "rl.smoothing.patch.base_model('column')", _call("smoothing.patch", kind="column")),
+        Recipe("patch-block", (12,), "block smoothing base classifier (block s = 4 on digits), "
+               "rl.smoothing.patch.base_model('block')", _call("smoothing.patch", kind="block")),
         Recipe("sac-segmenter", (12, "lab6"), "Segment and Complete patch segmenter, side 3 (digits) / 5 (MNIST), "
                "rl.patch_detection.segmenter_model()", _call("patch_detection", "segmenter_model")),
         Recipe("sac-classifier", (12, "lab6"), "classifier on randomly masked images for Segment and Complete, "

@@ -9,6 +9,9 @@ certify the majority vote.
   Lecuyer et al.): a calibrated noise layer and the expected-score condition.
 * :mod:`robustlab.smoothing.gaussian` -- Gaussian randomized smoothing (Cohen et al.):
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
+* :mod:`robustlab.smoothing.patch` -- (de)randomized smoothing against patches (Levine and
+  Feizi): column and block smoothing with wrap-around, the vote threshold, the deterministic
+  certificate with the lower-index tie rule, and the randomized variant.
 * :mod:`robustlab.smoothing.l1` -- smoothing against L1 threats (Levine and Feizi): randomized
   splitting noise (SSN) and its deterministic version on quantized inputs (DSSN).
 * :mod:`robustlab.smoothing.wasserstein` -- Wasserstein smoothing (Levine and Feizi): Laplace
@@ -22,6 +25,7 @@ Every certifier returns the shared :class:`robustlab.certificates.Certificate`.
 from . import sampling
 from . import dp
 from . import gaussian
+from . import patch
 from . import l1
 from . import fractional
 from . import wasserstein
