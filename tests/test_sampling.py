@@ -4,6 +4,7 @@ the two modes, and the enumeration twin of deterministic smoothing."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +198,48 @@ def test_enumeration_applies_every_transform_to_every_input_exactly_once(tiny_mo
     assert torch.equal(top.c1, rl.votes.plurality(counts))
     assert bool((rl.votes.gap_radius(top.n1, top.n2, top.c1, top.c2) >= 0).all())
     assert torch.equal(S.enumerate_votes(tiny_model, x[2:3], S.Translations(shifts)), votes[2:3])
+
+
+# --------------------------------------------------------------------------- the Monte Carlo decisions
+
+
+def test_certify_counts_bounds_the_selected_class_and_abstains_at_one_half():
+    from robustlab.smoothing.sampling import certify_counts
+
+    selection = torch.tensor([[3, 7, 0], [5, 5, 0], [0, 0, 10]])
+    estimation = torch.tensor([[10, 90, 0], [60, 40, 0], [50, 0, 50]])
+    d = certify_counts(selection, estimation, alpha=0.01)
+    # the class comes from the selection draws (ties to the lower index), the count from the estimation draws
+    assert d.count.tolist() == [90, 60, 50] and (d.n0, d.n) == (10, 100)
+    assert np.array_equal(d.pA_lower.numpy(), rl.stats.clopper_pearson(d.count, 100, 0.01))
+    assert d.prediction.tolist() == [1, rl.certificates.ABSTAIN, rl.certificates.ABSTAIN]
+    # a lower bound of exactly 1/2 is not enough to certify: the prediction is withheld
+    k = next(k for k in range(1000, 2001) if rl.stats.clopper_pearson(k, 2000, 0.01) > 0.5)
+    below = certify_counts(torch.tensor([[1, 0]]), torch.tensor([[k - 1, 2001 - k]]), alpha=0.01)
+    above = certify_counts(torch.tensor([[1, 0]]), torch.tensor([[k, 2000 - k]]), alpha=0.01)
+    assert below.prediction.tolist() == [rl.certificates.ABSTAIN] and above.prediction.tolist() == [0]
+
+
+def test_predict_counts_is_the_binomial_test_of_the_top_two():
+    from robustlab.smoothing.sampling import predict_counts
+
+    counts = torch.tensor([[60, 40, 0], [75, 25, 0], [0, 0, 100], [30, 30, 40]])
+    p = rl.stats.binomial_test_half(torch.tensor([60, 75, 100, 40]), torch.tensor([100, 100, 100, 70]))
+    expected = [c if pv <= 0.01 else rl.certificates.ABSTAIN for c, pv in zip([0, 0, 2, 2], p)]
+    assert predict_counts(counts, alpha=0.01).tolist() == expected == [-1, 0, 2, -1]
+    assert predict_counts(torch.tensor([[20]]), alpha=0.01).tolist() == [0]  # one class, no runner-up
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda f: f.certify_counts(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.long), 0.1), "selection"),
+    (lambda f: f.certify_counts(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 2, dtype=torch.long), 0.1), "same shape"),
+    (lambda f: f.certify_counts(torch.tensor([[1, 1], [2, 0]]), torch.tensor([[1, 1], [3, 0]]), 0.1), "same sample size"),
+    (lambda f: f.certify_counts(torch.tensor([[1, -1]]), torch.tensor([[1, 1]]), 0.1), "selection must hold counts"),
+    (lambda f: f.certify_counts(torch.tensor([[1, 1]]), torch.tensor([[1, 1]]), 1.5), "alpha"),
+    (lambda f: f.predict_counts(torch.ones(3), 0.1), "counts"),
+])
+def test_the_decisions_name_their_bad_arguments(call, match):
+    from robustlab.smoothing import sampling
+
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(sampling)

@@ -62,7 +62,6 @@ import numpy as np
 import torch
 
 from .. import stats as _stats
-from .. import votes as _votes
 from ..certificates import ABSTAIN, UNITS, Certificate, certified_accuracy, plot_certified_accuracy
 from ..stats import binomial_test_half, clopper_pearson
 from .._validate import check_images, check_model, check_positive, check_positive_int, check_probability
@@ -241,13 +240,8 @@ def predict(model, x, *, sigma: float, n: int = DEFAULT_N, alpha: float = DEFAUL
     torch.Size([2])
     """
     alpha = check_probability(alpha, "alpha")
-    counts = sample_counts(model, x, n, sigma, batch_size=batch_size, seed=seed, progress=progress).cpu()
-    if counts.shape[1] == 1:  # one class: no runner-up, n2 = 0
-        counts = torch.cat([counts, torch.zeros_like(counts)], 1)
-    top = _votes.top_two(counts)
-    pvalue = torch.from_numpy(binomial_test_half(top.n1, top.n1 + top.n2))
-    out = torch.where(pvalue <= alpha, top.c1, torch.full_like(top.c1, ABSTAIN))
-    return out.to(x.device)
+    counts = sample_counts(model, x, n, sigma, batch_size=batch_size, seed=seed, progress=progress)
+    return _sampling.predict_counts(counts, alpha).to(x.device)
 
 
 # --------------------------------------------------------------------------- certificates
@@ -337,27 +331,11 @@ def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, *, sigma: 
     >>> cert.prediction.tolist(), [round(r, 3) for r in cert.radius.tolist()], cert.n0, cert.n
     ([0, -1], [0.989, 0.0], 10, 1000)
     """
-    for name, t in (("selection", selection), ("estimation", estimation)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor of vote counts, shape (B, K)")
-    if selection.shape != estimation.shape:
-        raise ValueError(f"selection and estimation must have the same shape, got {tuple(selection.shape)} "
-                         f"and {tuple(estimation.shape)}")
     check_positive(sigma, "sigma")
-    alpha = check_probability(alpha, "alpha")
-    selection, estimation = selection.cpu().long(), estimation.cpu().long()
-    n0s, ns = selection.sum(1), estimation.sum(1)
-    if selection.numel() and (int(selection.min()) < 0 or int(estimation.min()) < 0):
-        raise ValueError("selection and estimation must hold counts >= 0")
-    if bool((n0s != n0s[0]).any()) or bool((ns != ns[0]).any()) or int(ns[0]) < 1 or int(n0s[0]) < 1:
-        raise ValueError("every row of selection (of estimation) must sum to the same sample size >= 1")
-    n0, n = int(n0s[0]), int(ns[0])
-    guess = _votes.plurality(selection)
-    count = estimation.gather(1, guess[:, None])[:, 0]
-    p_lower = torch.from_numpy(np.asarray(clopper_pearson(count, n, alpha), dtype=np.float64))
-    certified = p_lower >= 0.5
-    radius = torch.where(certified, float(sigma) * torch.from_numpy(_stats.normal_ppf(p_lower.numpy())),
-                         torch.zeros_like(p_lower))
-    prediction = torch.where(certified, guess, torch.full_like(guess, ABSTAIN))
+    d = _sampling.certify_counts(selection, estimation, alpha)
+    certified = d.prediction != ABSTAIN
+    radius = torch.where(certified, float(sigma) * torch.from_numpy(_stats.normal_ppf(d.pA_lower.numpy())),
+                         torch.zeros_like(d.pA_lower))
+    prediction, p_lower, count, n0, n, alpha = d.prediction, d.pA_lower, d.count, d.n0, d.n, float(alpha)
     return Certificate(prediction, radius, UNITS["l2"], "gaussian", alpha,
                        {"pA_lower": p_lower, "count": count, "sigma": float(sigma), "n0": n0, "n": n})

@@ -85,7 +85,6 @@ import torch.nn.functional as F
 from .. import models as _models
 from .. import votes as _votes
 from ..certificates import ABSTAIN, UNITS, Certificate
-from ..stats import binomial_test_half, clopper_pearson
 from .._validate import (check_choice, check_images, check_model, check_positive, check_positive_int,
                          check_probability, check_seed, check_tensor)
 from . import sampling as _sampling
@@ -242,12 +241,9 @@ def _sampled_certificate(model, x, noise, method, lam, n0, n, alpha, batch_size,
                            desc=f"smoothing: certify {method}", total=x.shape[0] * (n0 + n)) as sampler:
         selection = sampler.draw(n0).cpu()
         estimation = sampler.draw(n).cpu()
-    guess = _votes.plurality(selection)
-    count = estimation.gather(1, guess[:, None])[:, 0]
-    p_lower = torch.from_numpy(np.asarray(clopper_pearson(count, n, alpha), dtype=np.float64).reshape(-1))
-    certified = p_lower >= 0.5
-    radius = torch.where(certified, torch.from_numpy(ssn_radius(p_lower, lam)), torch.zeros_like(p_lower))
-    prediction = torch.where(certified, guess, torch.full_like(guess, ABSTAIN))
+    d = _sampling.certify_counts(selection, estimation, alpha)
+    prediction, p_lower, count = d.prediction, d.pA_lower, d.count
+    radius = torch.where(prediction != ABSTAIN, torch.from_numpy(ssn_radius(p_lower, lam)), torch.zeros_like(p_lower))
     return Certificate(prediction, radius, UNITS["l1"], method, alpha,
                        {"pA_lower": p_lower, "count": count, "lam": float(lam), "n0": n0, "n": n})
 
@@ -326,12 +322,8 @@ def predict_ssn(model, x, *, lam: float, n: int = DEFAULT_N, alpha: float = DEFA
     check_images(x, "x")
     alpha = check_probability(alpha, "alpha")
     counts = _sampling.sample(model, x, check_positive_int(n, "n"), SplittingNoise(lam), seed=seed,
-                              batch_size=batch_size, progress=progress, desc="smoothing: predict ssn").cpu()
-    if counts.shape[1] == 1:
-        counts = torch.cat([counts, torch.zeros_like(counts)], 1)
-    top = _votes.top_two(counts)
-    pvalue = torch.from_numpy(np.asarray(binomial_test_half(top.n1, top.n1 + top.n2), dtype=np.float64).reshape(-1))
-    return torch.where(pvalue <= alpha, top.c1, torch.full_like(top.c1, ABSTAIN)).to(x.device)
+                              batch_size=batch_size, progress=progress, desc="smoothing: predict ssn")
+    return _sampling.predict_counts(counts, alpha).to(x.device)
 
 
 # --------------------------------------------------------------------------- deterministic splitting

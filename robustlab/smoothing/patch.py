@@ -94,7 +94,6 @@ from .. import votes as _votes
 from .._validate import (check_choice, check_images, check_model, check_positive_int, check_probability,
                          check_real, check_seed)
 from ..certificates import ABSTAIN, UNITS, Certificate
-from ..stats import clopper_pearson
 from . import sampling as _sampling
 
 __all__ = [
@@ -589,9 +588,8 @@ def certify_randomized(model, x, *, kind: str = "column", size: int, n0: int = D
                            total=x.shape[0] * (n0 + n)) as sampler:
         selection = sampler.draw(n0).cpu()
         estimation = sampler.draw(n).cpu()
-    guess = _votes.plurality(selection)
-    count = estimation.gather(1, guess[:, None])[:, 0]
-    p_lower = torch.from_numpy(np.asarray(clopper_pearson(count, n, alpha), dtype=np.float64)).reshape(-1)
+    d = _sampling.certify_counts(selection, estimation, alpha)
+    prediction, p_lower, count = d.prediction, d.pA_lower, d.count
     h, w = family.height, family.width
     radius = torch.zeros(x.shape[0], dtype=torch.long)
     for m in range(1, min(h, w) + 1):
@@ -599,9 +597,7 @@ def certify_randomized(model, x, *, kind: str = "column", size: int, n0: int = D
         if not bool(ok.any()):
             break
         radius += ok.long()
-    certified = p_lower > 0.5
-    prediction = torch.where(certified, guess, torch.full_like(guess, ABSTAIN))
-    radius = torch.where(certified, radius, torch.zeros_like(radius))
+    radius = torch.where(prediction != ABSTAIN, radius, torch.zeros_like(radius))
     return Certificate(prediction, radius, UNITS["patch"], f"randomized {kind} smoothing", alpha,
                        {"pA_lower": p_lower, "count": count, "kind": kind, "size": int(size), "n0": n0, "n": n,
                         "positions": len(family)})

@@ -18,6 +18,11 @@ smoothing method of the course:
   :class:`UniformNoise`, or any object with a method ``sample(x_i, size, generator)``
   returning ``size`` randomized copies of one input (:class:`Noise` is the interface; an
   ablation mask is another such object).
+* :func:`predict_counts` and :func:`certify_counts` -- the two Monte Carlo decisions every
+  randomized certifier makes from these counts (PREDICT: the binomial test of the top two
+  classes; CERTIFY: the class chosen on the selection draws, the one-sided Clopper--Pearson
+  bound :math:`\underline{p_A}` of its count on the estimation draws, abstention unless
+  :math:`\underline{p_A} > 1/2`); a certifier only maps :math:`\underline{p_A}` to its radius.
 * :func:`enumerate_votes` -- deterministic smoothing: every transform of a finite family
   (every band, block or offset; :class:`TransformFamily`, e.g. :class:`Translations`)
   applied to every input exactly once, packed into large forward passes, returning the
@@ -35,6 +40,7 @@ agree to rounding).
 from __future__ import annotations
 
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,7 +48,10 @@ import torch
 from .. import config
 from .. import models as _models
 from .. import votes as _votes
-from .._validate import check_choice, check_model, check_positive, check_positive_int, check_seed, check_tensor
+from ..certificates import ABSTAIN
+from ..stats import binomial_test_half, clopper_pearson
+from .._validate import (check_choice, check_model, check_positive, check_positive_int, check_probability, check_seed,
+                         check_tensor)
 
 __all__ = [
     "BLOCK",
@@ -53,6 +62,9 @@ __all__ = [
     "seeds",
     "Sampler",
     "sample",
+    "Decision",
+    "predict_counts",
+    "certify_counts",
     "TransformFamily",
     "Translations",
     "enumerate_votes",
@@ -322,6 +334,85 @@ def sample(model, x, n: int, noise, *, mode: str = "counts", seed=0, batch_size:
     with Sampler(model, x, noise, mode=mode, seed=seed, batch_size=batch_size, block=block, progress=progress,
                  desc=desc, total=batch * n) as sampler:
         return sampler.draw(n)
+
+
+# =========================================================================== Monte Carlo decisions
+
+
+class Decision(NamedTuple):
+    """CERTIFY's decision from its two vote tables (:func:`certify_counts`)."""
+
+    prediction: torch.Tensor
+    """(B,) int64: the class chosen on the selection draws, or ``ABSTAIN`` where ``pA_lower <= 1/2``."""
+    pA_lower: torch.Tensor
+    """(B,) float64: the one-sided Clopper--Pearson lower bound of that class's probability."""
+    count: torch.Tensor
+    """(B,) int64: that class's count among the estimation draws."""
+    n0: int
+    n: int
+
+
+def _check_count_table(t, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of vote counts, shape (B, K)")
+    t = t.detach().cpu().long()
+    if t.numel() and int(t.min()) < 0:
+        raise ValueError(f"{name} must hold counts >= 0")
+    return t
+
+
+def predict_counts(counts: torch.Tensor, alpha: float) -> torch.Tensor:
+    r"""PREDICT's decision from vote counts (B, K): the top class, or ``ABSTAIN``.
+
+    With :math:`n_1, n_2` the counts of the two most frequent classes (lower index first
+    on a tie), the top class is returned where the two-sided binomial test of :math:`n_1`
+    in :math:`n_1 + n_2` at :math:`p = 1/2` has p-value :math:`\le \alpha`; then the
+    probability of returning a class other than the smoothed classifier's is at most
+    :math:`\alpha` (Hung et al., 2019; Cohen et al., 2019).
+
+    >>> predict_counts(torch.tensor([[90, 10, 0], [48, 52, 0]]), alpha=0.01).tolist()
+    [0, -1]
+    """
+    alpha = check_probability(alpha, "alpha")
+    counts = _check_count_table(counts, "counts")
+    if counts.shape[1] == 1:  # one class: no runner-up, n2 = 0
+        counts = torch.cat([counts, torch.zeros_like(counts)], 1)
+    top = _votes.top_two(counts)
+    pvalue = torch.from_numpy(np.asarray(binomial_test_half(top.n1, top.n1 + top.n2), dtype=np.float64).reshape(-1))
+    return torch.where(pvalue <= alpha, top.c1, torch.full_like(top.c1, ABSTAIN))
+
+
+def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, alpha: float) -> Decision:
+    r"""CERTIFY's decision from its two independent vote tables (B, K).
+
+    The class :math:`\hat c_A` is the plurality of ``selection`` (lower index on a tie);
+    :math:`\underline{p_A}` is the one-sided Clopper--Pearson lower bound at level
+    ``alpha`` of its count in ``estimation``; the prediction is :math:`\hat c_A` where
+    :math:`\underline{p_A} > 1/2`, else ``ABSTAIN``. With probability at least
+    :math:`1 - \alpha` over the estimation draws, :math:`p_{\hat c_A} \ge \underline{p_A}`
+    (Cohen et al., 2019); the certifier turns :math:`\underline{p_A}` into its radius.
+    Every row of a table must sum to the same sample size.
+
+    >>> d = certify_counts(torch.tensor([[8, 2], [5, 5]]), torch.tensor([[990, 10], [400, 600]]), alpha=0.001)
+    >>> d.prediction.tolist(), [round(p, 4) for p in d.pA_lower.tolist()], d.n0, d.n
+    ([0, -1], [0.976, 0.3524], 10, 1000)
+    """
+    alpha = check_probability(alpha, "alpha")
+    selection, estimation = _check_count_table(selection, "selection"), _check_count_table(estimation, "estimation")
+    if selection.shape != estimation.shape:
+        raise ValueError(f"selection and estimation must have the same shape, got {tuple(selection.shape)} "
+                         f"and {tuple(estimation.shape)}")
+    n0s, ns = selection.sum(1), estimation.sum(1)
+    if not selection.shape[0]:
+        raise ValueError("selection and estimation must hold at least one row")
+    if bool((n0s != n0s[0]).any()) or bool((ns != ns[0]).any()) or int(ns[0]) < 1 or int(n0s[0]) < 1:
+        raise ValueError("every row of selection (of estimation) must sum to the same sample size >= 1")
+    n0, n = int(n0s[0]), int(ns[0])
+    guess = _votes.plurality(selection)
+    count = estimation.gather(1, guess[:, None])[:, 0]
+    p_lower = torch.from_numpy(np.asarray(clopper_pearson(count, n, alpha), dtype=np.float64).reshape(-1))
+    prediction = torch.where(p_lower > 0.5, guess, torch.full_like(guess, ABSTAIN))
+    return Decision(prediction, p_lower, count, n0, n)
 
 
 # =========================================================================== enumeration

@@ -112,11 +112,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import votes as _votes
 from .._validate import (check_choice, check_finite, check_images, check_model, check_nonneg, check_positive,
                          check_positive_int, check_probability, check_tensor)
 from ..certificates import ABSTAIN, UNITS, Certificate
-from ..stats import binomial_test_half, clopper_pearson
 from . import sampling as _sampling
 from .dp import l1_smoothing_radius
 
@@ -638,13 +636,8 @@ def predict(model, x, *, sigma: float, n: int = DEFAULT_N, alpha: float = DEFAUL
     torch.Size([2])
     """
     alpha = check_probability(alpha, "alpha")
-    counts = sample_counts(model, x, n, sigma, noise=noise, batch_size=batch_size, seed=seed, progress=progress).cpu()
-    if counts.shape[1] == 1:
-        counts = torch.cat([counts, torch.zeros_like(counts)], 1)
-    top = _votes.top_two(counts)
-    pvalue = torch.from_numpy(np.asarray(binomial_test_half(top.n1, top.n1 + top.n2), dtype=np.float64))
-    out = torch.where(pvalue <= alpha, top.c1, torch.full_like(top.c1, ABSTAIN))
-    return out.to(x.device)
+    counts = sample_counts(model, x, n, sigma, noise=noise, batch_size=batch_size, seed=seed, progress=progress)
+    return _sampling.predict_counts(counts, alpha).to(x.device)
 
 
 def certify(model, x, *, sigma: float, n0: int = DEFAULT_N0, n: int = DEFAULT_N, alpha: float = DEFAULT_ALPHA,
@@ -722,29 +715,12 @@ def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, *, sigma: 
     >>> cert.prediction.tolist(), [round(r, 4) for r in cert.radius.tolist()]
     ([0, -1], [0.0339, 0.0])
     """
-    for name, t in (("selection", selection), ("estimation", estimation)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor of vote counts, shape (B, K)")
-    if selection.shape != estimation.shape:
-        raise ValueError(f"selection and estimation must have the same shape, got {tuple(selection.shape)} "
-                         f"and {tuple(estimation.shape)}")
     sigma = float(check_positive(sigma, "sigma"))
-    alpha = check_probability(alpha, "alpha")
     scale = _to_wasserstein(noise, ground)
     check_choice(bound, "bound", BOUNDS)
-    selection, estimation = selection.cpu().long(), estimation.cpu().long()
-    if selection.numel() and (int(selection.min()) < 0 or int(estimation.min()) < 0):
-        raise ValueError("selection and estimation must hold counts >= 0")
-    n0s, ns = selection.sum(1), estimation.sum(1)
-    if bool((n0s != n0s[0]).any()) or bool((ns != ns[0]).any()) or int(ns[0]) < 1 or int(n0s[0]) < 1:
-        raise ValueError("every row of selection (of estimation) must sum to the same sample size >= 1")
-    n0, n = int(n0s[0]), int(ns[0])
-    guess = _votes.plurality(selection)
-    count = estimation.gather(1, guess[:, None])[:, 0]
-    p_lower = torch.from_numpy(np.asarray(clopper_pearson(count.numpy(), n, alpha), dtype=np.float64))
-    certified = p_lower > 0.5
-    rho = torch.where(certified, flow_radius(p_lower, sigma, bound=bound), torch.zeros_like(p_lower))
-    prediction = torch.where(certified, guess, torch.full_like(guess, ABSTAIN))
+    d = _sampling.certify_counts(selection, estimation, alpha)
+    prediction, p_lower, count, n0, n, alpha = d.prediction, d.pA_lower, d.count, d.n0, d.n, float(alpha)
+    rho = torch.where(prediction != ABSTAIN, flow_radius(p_lower, sigma, bound=bound), torch.zeros_like(p_lower))
     return Certificate(prediction, rho * scale, UNITS["wasserstein"], "wasserstein", alpha,
                        {"pA_lower": p_lower, "count": count, "flow_radius": rho, "sigma": sigma, "n0": n0, "n": n,
                         "noise": noise, "bound": bound, "ground": ground})
