@@ -47,15 +47,58 @@ PROBE = "import robustlab as _rl\nprint('active profile:', _rl.profile().name, _
 PROFILE_LINE = re.compile(r"\bprofile '(\w+)'")
 
 
+class _TimedClient(NotebookClient):
+    """A NotebookClient that keeps the time of the kernel's start and shutdown, which the
+    cells' own timings do not see."""
+
+    phases: dict
+
+    async def async_start_new_kernel_client(self):
+        start = time.perf_counter()
+        try:
+            return await super().async_start_new_kernel_client()
+        finally:
+            self.phases["kernel start"] = time.perf_counter() - start
+
+    async def _async_cleanup_kernel(self):
+        start = time.perf_counter()
+        try:
+            return await super()._async_cleanup_kernel()
+        finally:
+            self.phases["kernel shutdown"] = self.phases.get("kernel shutdown", 0.0) + time.perf_counter() - start
+
+
+def _cell_seconds(nb) -> float:
+    from datetime import datetime
+
+    total = 0.0
+    for c in nb.cells:
+        t = c.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in t and "shell.execute_reply" in t:
+            start, end = (datetime.fromisoformat(t[key].replace("Z", "+00:00"))
+                          for key in ("iopub.execute_input", "shell.execute_reply"))
+            total += (end - start).total_seconds()
+    return total
+
+
 def execute(path: Path, env: dict, timeout: int = 600) -> tuple[nbformat.NotebookNode, float]:
     """Execute a notebook in a fresh kernel with ``env`` added to this process's environment;
-    a last cell reports the profile."""
+    a last cell reports the profile. Where the execution took a minute longer than its cells
+    (a kernel slow to start, answer or stop), a warning says where the time went."""
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute(env={**os.environ, **env})
-    return nb, time.perf_counter() - start
+    client = _TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client.phases = {}
+    client.execute(env={**os.environ, **env})
+    seconds = time.perf_counter() - start
+    cells = _cell_seconds(nb)
+    if seconds - cells > 60:
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in client.phases.items())
+        import warnings
+        warnings.warn(f"{path.name}: executed in {seconds:.0f} s, its cells in {cells:.0f} s ({phases}; the rest "
+                      "waiting on the kernel between cells)", RuntimeWarning, stacklevel=2)
+    return nb, seconds
 
 
 def _errors(nb):
