@@ -206,7 +206,7 @@ def test_targeted_pgd_reaches_its_targets(digits):
 def test_pgd_arguments_are_checked(tiny_model):
     x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
     with pytest.raises(ValueError, match="norm must be one of"):
-        rl.attacks.pgd(tiny_model, x, y, eps=0.1, norm="l1")
+        rl.attacks.pgd(tiny_model, x, y, eps=0.1, norm="l0")
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         rl.attacks.pgd(tiny_model, x, y, eps=0.1, steps=0)
     with pytest.raises(ValueError, match="restarts > 1 needs random_start"):
@@ -250,3 +250,76 @@ def test_smallest_eps_arguments_are_checked(tiny_model):
         rl.attacks.smallest_eps(rl.attacks.fgsm, tiny_model, x, y, [])
     with pytest.raises(TypeError, match="attack must be callable"):
         rl.attacks.smallest_eps("fgsm", tiny_model, x, y, [0.1])
+
+
+# ----------------------------------------------------------------------------- PGD in the L1 ball
+
+
+def _l1_box_projection_by_bisection(z, x, eps):
+    """Reference: the projection onto {||delta||_1 <= eps} and the box by bisection on the threshold (float64)."""
+    v, x = (z - x).double().flatten(1), x.double().flatten(1)
+    a, room = v.abs(), torch.where(v > 0, 1.0 - x, x)
+    out = []
+    for i in range(len(v)):
+        size = lambda t: torch.minimum((a[i] - t).clamp_min(0.0), room[i]).sum()  # noqa: E731
+        lo, hi = 0.0, float(a[i].max()) + 1.0
+        if float(size(0.0)) <= float(eps[i]):
+            hi = 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if float(size(mid)) > float(eps[i]) else (lo, mid)
+        out.append(x[i] + v[i].sign() * torch.minimum((a[i] - hi).clamp_min(0.0), room[i]))
+    return torch.stack(out)
+
+
+def test_pgd_l1_projects_exactly_onto_the_l1_ball_in_the_box_and_keeps_the_contract():
+    from robustlab.attacks.gradient import _project_l1_box
+
+    torch.manual_seed(0)
+    for _ in range(20):
+        x = torch.rand(30, 24)
+        x[:4], x[4:8] = 0.0, 1.0
+        x[8:16] = torch.randint(0, 17, (8, 24)).float() / 16  # many coordinates on the faces of the box
+        v = torch.randn(30, 24) * torch.rand(30, 1) * 2 * (torch.rand(30, 24) < torch.rand(30, 1))  # sparse steps
+        eps = torch.rand(30) * 3
+        eps[0] = 0.0
+        p = _project_l1_box(x + v, x, eps)
+        assert torch.allclose(p.double(), _l1_box_projection_by_bisection(x + v, x, eps), atol=1e-5)
+        assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+        assert bool(((p - x).abs().sum(1) <= eps + 1e-5).all())
+    # and the attack itself, on random models and inputs on the faces of the box
+    model = rl.models.build("cnn", "digits", width=4, seed=1).train()
+    x = torch.rand(12, 1, 8, 8)
+    x[:3], x[3:6] = 0.0, 1.0
+    y = torch.randint(0, 10, (12,))
+    eps = torch.rand(12) * 3.0
+    x_adv = rl.attacks.pgd(model, x, y, eps=eps, norm="l1", steps=7, restarts=2, seed=0)
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert bool((rl.norms.lp_distance(x_adv, x, "l1") <= eps + 1e-5).all())
+    assert model.training and all(p.grad is None for p in model.parameters())
+    again = rl.attacks.pgd(model, x, y, eps=eps, norm="l1", steps=7, restarts=2, seed=0)
+    assert torch.equal(x_adv, again), "the random start is seeded"
+
+
+def test_pgd_l1_beats_random_l1_noise_and_checks_its_arguments(digits, tiny_model):
+    _, test = digits
+    model, _ = rl.train.trained_model("digits", "cnn", progress=False)
+    x, y = test.x[:300], test.y[:300]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    noise = noise / noise.flatten(1).abs().sum(1).view(-1, 1, 1, 1)
+    for eps in (1.0, 2.0):
+        x_adv = rl.attacks.pgd(model, x, y, eps=eps, norm="l1", steps=20, seed=0)
+        assert bool((rl.norms.lp_distance(x_adv, x, "l1") <= eps + 1e-5).all())
+        adv, rand = rl.train.evaluate(model, (x_adv, y)), rl.train.evaluate(model, ((x + eps * noise).clamp(0, 1), y))
+        assert rand > 0.9 and adv < rand - 0.25, (eps, adv, rand)
+    xs, ys = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        rl.attacks.pgd(tiny_model, xs, ys, eps=-0.5, norm="l1")
+    with pytest.raises(ValueError, match=r"eps must be a number or a tensor of shape \(4,\)"):
+        rl.attacks.pgd(tiny_model, xs, ys, eps=torch.ones(3), norm="l1")
+    with pytest.raises(ValueError, match="topk must be an integer >= 1"):
+        rl.attacks.pgd(tiny_model, xs, ys, eps=0.5, norm="l1", topk=0)
+    with pytest.raises(ValueError, match="topk is a parameter of norm='l1' only"):
+        rl.attacks.pgd(tiny_model, xs, ys, eps=0.5, norm="l2", topk=3)
+    assert torch.equal(rl.attacks.pgd(tiny_model, xs, ys, eps=0.0, norm="l1", steps=3, seed=0), xs)

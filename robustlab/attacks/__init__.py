@@ -15,7 +15,7 @@ The attacks and the unit of their budget ``eps``:
 
 =====================  ==========================================================
 :func:`fgsm`           Linf, pixel units (one signed-gradient step of size ``step``)
-:func:`pgd`            Linf or L2, pixel units (projected gradient ascent)
+:func:`pgd`            Linf, L2 or L1, pixel units (projected gradient ascent)
 :func:`apgd`           Linf or L2, pixel units (Auto-PGD: own step sizes; CE or DLR)
 :func:`apgd_t`         Linf or L2, pixel units (APGD, targeted DLR over the top classes)
 :func:`cw_l2`          L2, pixel units; minimal-norm, ``eps`` optional

@@ -167,6 +167,12 @@ def _random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, gen) -> torch.T
     """
     if norm == "linf":
         delta = (torch.empty_like(x).uniform_(generator=gen) * 2 - 1) * eps
+    elif norm == "l1":  # uniform in the L1 ball: Laplace direction, radius eps * U^(1/d); clamping stays inside
+        d = x[0].numel()
+        direction = torch.empty_like(x).exponential_(generator=gen) * (torch.empty_like(x).bernoulli_(0.5, generator=gen) * 2 - 1)
+        direction = direction / direction.flatten(1).abs().sum(1).clamp_min(1e-12).view_as(eps)
+        radius = torch.rand(eps.shape, generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
+        delta = direction * radius * eps
     else:  # uniform in the L2 ball: Gaussian direction, radius eps * U^(1/d)
         d = x[0].numel()
         direction = torch.empty_like(x).normal_(generator=gen)
