@@ -232,6 +232,9 @@ def _recipes() -> dict:
         Recipe("dpa-k10-lab4", ("lab4",), "DPA, k = 10, 10 epochs", _dpa(10, epochs=10, width=2, seed=0)),
         Recipe("dpa-k50-lab4", ("lab4",), "DPA, k = 50, 10 epochs", _dpa(50, epochs=10, width=2, seed=0)),
         # Part IV
+        Recipe("ablation", (12,), "randomized ablation base classifier, k = default_k() pixels kept (10 of the digits' "
+               "64, 45 of MNIST's 784), 5x the profile's epochs, rl.smoothing.ablation.base_model()",
+               _call("smoothing.ablation")),
         Recipe("patch-column", (12,), "column smoothing base classifier (band s = 2 on digits), "
                "rl.smoothing.patch.base_model('column')", _call("smoothing.patch", kind="column")),
         Recipe("patch-block", (12,), "block smoothing base classifier (block s = 4 on digits), "

@@ -9,6 +9,9 @@ certify the majority vote.
   Lecuyer et al.): a calibrated noise layer and the expected-score condition.
 * :mod:`robustlab.smoothing.gaussian` -- Gaussian randomized smoothing (Cohen et al.):
   PREDICT and CERTIFY with exact Clopper-Pearson bounds, certified L2 radii.
+* :mod:`robustlab.smoothing.ablation` -- randomized ablation against L0 attacks (Levine and
+  Feizi): k kept pixels in a two-channel encoding, base models trained on ablated inputs,
+  PREDICT and CERTIFY with the certified number of pixels.
 * :mod:`robustlab.smoothing.patch` -- (de)randomized smoothing against patches (Levine and
   Feizi): column and block smoothing with wrap-around, the vote threshold, the deterministic
   certificate with the lower-index tie rule, and the randomized variant.
@@ -25,6 +28,7 @@ Every certifier returns the shared :class:`robustlab.certificates.Certificate`.
 from . import sampling
 from . import dp
 from . import gaussian
+from . import ablation
 from . import patch
 from . import l1
 from . import fractional
