@@ -311,8 +311,8 @@ def outputs_text(nb) -> str:
 @pytest.mark.slow
 def test_every_submission_is_graded_with_the_points_it_deserves(redteam):
     scores = {s: r["score"] for s, r in redteam["rows"].items()}
-    assert scores == redteam["expected"], {s: (scores.get(s), e) for s, e in redteam["expected"].items()
-                                           if scores.get(s) != e}
+    assert scores == redteam["expected"], {s: (scores.get(s), e, redteam["rows"].get(s, {}).get("status"))
+                                           for s, e in redteam["expected"].items() if scores.get(s) != e}
     assert all(r["max_score"] == MAX for r in redteam["rows"].values()), "forged metadata changed the maximum"
 
 
