@@ -322,4 +322,6 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="kind"):
         P.BandAblationLoss("diagonal", 2)
     with pytest.raises(ValueError, match="size"):
-        P.base_model("block", dataset="mnist")
+        P.base_model("block", dataset="cifar10")
+    # the zoo's recipes call base_model(kind) without a size: the full profile's MNIST has defaults too
+    assert P.DEFAULT_SIZES["column"]["mnist"] == 2 and P.DEFAULT_SIZES["block"]["mnist"] == 12

@@ -129,7 +129,7 @@ DEFAULT_ALPHA = 0.05
 #: the reference checkpoints; the 8x8 digits as measured for this package.
 DEFAULT_SIZES = {
     "column": {"digits": 2, "mnist": 2, "fashion_mnist": 2, "cifar10": 4},
-    "block": {"digits": 4},
+    "block": {"digits": 4, "mnist": 12, "fashion_mnist": 12},  # 28x28: blocks of 12 (this package's choice)
 }
 # theta <= 1/2 lets several classes vote in one band: the vote set is then coded as a bitmask
 # over the classes (one argmax over 2**K codes), which limits K
