@@ -262,3 +262,27 @@ def test_l1_attacks_inside_the_certified_radius_fail_on_a_trained_model():
         adv = l1_pgd(model, xs[:5][keep], ssn.prediction[keep], ssn.radius[keep].float() * 0.999)
         again = L1.predict_ssn(model, adv, lam=lam, n=2000, alpha=0.001, seed=100)
         assert bool(((again == ssn.prediction[keep]) | (again == ABSTAIN)).all())
+
+
+def test_split_surrogate_averages_the_offsets_votes_and_passes_a_gradient():
+    torch.manual_seed(0)
+    model = rl.models.build("mlp", "digits", width=8, seed=0).eval()
+    lam, q = 0.5, 16
+    surrogate = L1.SplitSurrogate(model, lam=lam, q=q)
+    x = torch.rand(3, 1, 8, 8)
+    family = L1.SplitFamily.dssn(lam, q)
+    grid = L1.quantize(x, q)
+    expected = torch.stack([model(family.represent(grid, o)).softmax(1) for o in range(len(family))], 1).mean(1)
+    with torch.no_grad():
+        assert torch.allclose(surrogate(x).exp(), expected, atol=1e-6)
+        # the plurality of the offsets' votes is DSSN's prediction; the surrogate averages the same L passes
+        counts = L1.dssn_counts(model, grid, lam=lam, q=q)
+    assert counts.sum(1).tolist() == [len(family)] * 3
+    xr = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(surrogate(xr)[:, 0].sum(), xr)
+    assert float(grad.abs().sum()) > 0, "the straight-through gradient reaches the input"
+    y = surrogate(x).argmax(1)
+    x_adv = rl.attacks.pgd(surrogate, x, y, eps=0.5, norm="l1", steps=5, seed=0)
+    assert bool((rl.norms.lp_distance(x_adv, x, "l1") <= 0.5 + 1e-5).all())
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        L1.SplitSurrogate("f", lam=lam, q=q)

@@ -396,16 +396,16 @@ class FractionalSplitLoss:
         return F.cross_entropy(logits, y), logits
 
 
-def base_model(p: float = 0.5, q: int = 16, budget: int = 200, s: float = 1.0, *, design: ConcaveDesign | None = None,
-               dataset: str | None = None, arch: str | None = None, width: int | None = None,
+def base_model(p: float = 0.5, q: int | None = None, budget: int = 200, s: float = 1.0, *,
+               design: ConcaveDesign | None = None, dataset: str | None = None, arch: str | None = None, width: int | None = None,
                epochs: int | None = None, seed: int = 0, template_seed: int = 0, device=None,
                progress: bool | None = None, cache: bool = True):
     r"""A base classifier for :func:`certify_fractional`, trained on the profile's data (cached).
 
     ``design`` defaults to ``solve_design(q, p, budget, s=s)``; training is
     :func:`robustlab.train.fit` with :class:`FractionalSplitLoss` at the profile's settings,
-    through :func:`robustlab.zoo.profile_model`. ``base_model()`` (p = 1/2, q = 16,
-    B = 200) is a zoo recipe.
+    through :func:`robustlab.zoo.profile_model`. ``base_model()`` (p = 1/2, B = 200, ``q =``
+    :func:`robustlab.smoothing.l1.default_q`: 16 on the digits) is a zoo recipe.
 
     Returns
     -------
@@ -417,7 +417,8 @@ def base_model(p: float = 0.5, q: int = 16, budget: int = 200, s: float = 1.0, *
     from ..zoo import profile_model
 
     if design is None:
-        design = solve_design(q, p, budget, s=s)
+        from .l1 import default_q
+        design = solve_design(default_q(dataset) if q is None else q, p, budget, s=s)
     loss = FractionalSplitLoss(design, seed=template_seed)
     prof = config.profile()
 

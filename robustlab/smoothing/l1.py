@@ -107,7 +107,10 @@ __all__ = [
     "dssn_counts",
     "certify_dssn",
     "certify_dssn_counts",
+    "SplitSurrogate",
     "SplittingNoiseLoss",
+    "GRIDS",
+    "default_q",
     "base_model",
 ]
 
@@ -510,6 +513,40 @@ def certify_dssn(model, x, *, lam: float, q: int, seed: int = 0, batch_size: int
     return cert
 
 
+class SplitSurrogate(torch.nn.Module):
+    r"""A differentiable stand-in for DSSN's vote, for gradient attacks on plain inputs.
+
+    DSSN's prediction is a plurality of base-classifier votes on piecewise-constant
+    representations, so its gradient is zero almost everywhere. The surrogate's logits are
+    :math:`\log \frac1L \sum_{o < L} \mathrm{softmax}\big(f(\tilde x^{(o)})\big)` over the
+    ``L`` offsets of :meth:`SplitFamily.dssn`, the representations taken at
+    :func:`quantize` ``(x, q)`` in the forward pass, and in the backward pass the
+    straight-through gradient of their average over the offsets,
+    :math:`\partial \tilde x_i / \partial x_i \approx q / (2L)` (a cell centre moves by half a
+    period when a cut is crossed, which happens for one offset in ``L`` per grid step).
+
+    >>> import robustlab as rl
+    >>> f = SplitSurrogate(rl.models.build("mlp", "digits", width=2), lam=0.5, q=16)
+    >>> f(torch.rand(3, 1, 8, 8)).shape
+    torch.Size([3, 10])
+    """
+
+    def __init__(self, model: torch.nn.Module, *, lam: float, q: int, seed: int = 0):
+        super().__init__()
+        self.model = check_model(model)
+        self.family = SplitFamily.dssn(lam, q, seed=seed)
+        self.q = self.family.q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = len(self.family)
+        grid = quantize(x.detach().clamp(0.0, 1.0), self.q)
+        offsets = torch.arange(levels, device=x.device).repeat(x.shape[0])
+        z = self.family.represent(grid.repeat_interleave(levels, 0), offsets)
+        z = z + (x - x.detach()).repeat_interleave(levels, 0) * (self.q / (2.0 * levels))
+        probs = self.model(z).softmax(1).view(x.shape[0], levels, -1).mean(1)
+        return probs.clamp_min(1e-12).log()
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -573,7 +610,23 @@ def _family_for(lam, q, seed) -> SplitFamily:
     return _FAMILIES[key]
 
 
-def base_model(kind: str = "dssn", lam: float = lam_from_sigma(0.5), q: int | None = 16, *, dataset: str | None = None,
+GRIDS = {"digits": 16, "mnist": 255, "fashion_mnist": 255, "cifar10": 255}
+"""The grid ``i / q`` each data set's pixel values lie on: sixteenths for the 8x8 digits, 8-bit images for the rest."""
+
+
+def default_q(dataset: str | None = None) -> int:
+    """The quantization ``q`` of ``dataset``'s pixels (default: the profile's data set), from :data:`GRIDS`.
+
+    >>> default_q("digits"), default_q("mnist")
+    (16, 255)
+    """
+    from .. import config
+    from .. import data as _data
+
+    return GRIDS[_data.info(dataset or config.profile().dataset).name]
+
+
+def base_model(kind: str = "dssn", lam: float = lam_from_sigma(0.5), q: int | None = None, *, dataset: str | None = None,
                arch: str | None = None, width: int | None = None, epochs: int | None = None, seed: int = 0,
                template_seed: int = 0, device=None, progress: bool | None = None, cache: bool = True):
     r"""A base classifier trained under splitting (or uniform) noise on the profile's data (cached).
@@ -581,7 +634,8 @@ def base_model(kind: str = "dssn", lam: float = lam_from_sigma(0.5), q: int | No
     The profile's architecture trained with :func:`robustlab.train.fit` and
     :class:`SplittingNoiseLoss` ``(lam, kind, q, template_seed)`` at the profile's learning
     rate, batch size and epochs; made by :func:`robustlab.zoo.profile_model`. Every argument
-    has a default, so ``base_model()`` (DSSN, :math:`\sigma = 0.5`, ``q = 16``) is a zoo recipe.
+    has a default, so ``base_model()`` (DSSN, :math:`\sigma = 0.5`, ``q =`` :func:`default_q`:
+    16 on the digits, 255 on MNIST) is a zoo recipe.
 
     Returns
     -------
@@ -592,8 +646,10 @@ def base_model(kind: str = "dssn", lam: float = lam_from_sigma(0.5), q: int | No
     from ..train import fit
     from ..zoo import profile_model
 
-    loss = SplittingNoiseLoss(float(lam), kind=kind, q=None if kind != "dssn" else q, seed=template_seed)
     prof = config.profile()
+    if kind == "dssn" and q is None:
+        q = default_q(dataset)
+    loss = SplittingNoiseLoss(float(lam), kind=kind, q=None if kind != "dssn" else q, seed=template_seed)
 
     def train_fn(model, train, test):
         if kind == "dssn":
