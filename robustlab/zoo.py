@@ -191,7 +191,7 @@ def planar_demo():
 
 def _recipes() -> dict:
     rows = [
-        Recipe("standard", (1, 2, 3, 4, 7, 8, "lab0", "lab1", "benchmarks/adversarial_training.py"),
+        Recipe("standard", (1, 2, 3, 4, 7, 8, 12, "lab0", "lab1", "benchmarks/adversarial_training.py"),
                "the profile's standard model, rl.train.trained_model()", _trained()),
         Recipe("standard-mlp4", (5,), "an MLP of width 4, rl.train.trained_model(arch='mlp', width=4)",
                _trained(arch="mlp", width=4)),
@@ -243,22 +243,15 @@ def _recipes() -> dict:
                "rl.patch_detection.segmenter_model()", _call("patch_detection", "segmenter_model")),
         Recipe("sac-classifier", (12, "lab6"), "classifier on randomly masked images for Segment and Complete, "
                "rl.patch_detection.classifier_model()", _call("patch_detection", "classifier_model")),
-        Recipe("dssn-0.5", (13,), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = 16, "
+        Recipe("dssn-0.5", (13,), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = default_q() (16 on the digits), "
                "rl.smoothing.l1.base_model()", _call("smoothing.l1")),
         Recipe("ssn-0.5", (13,), "SSN base classifier, sigma 0.5, rl.smoothing.l1.base_model('ssn')",
                _call("smoothing.l1", kind="ssn")),
-        Recipe("uniform-l1-0.5", (13,), "uniform-noise base classifier, sigma 0.5, "
-               "rl.smoothing.l1.base_model('uniform')", _call("smoothing.l1", kind="uniform")),
-        Recipe("fractional-p0.5", (13,), "fractional Lp base classifier, p 1/2, q 16, budget 200, "
-               "rl.smoothing.fractional.base_model()", _call("smoothing.fractional")),
-        Recipe("fractional-p0.5-s2", (13,), "the same, padded to s = 2 (400 positions)",
+        Recipe("fractional-p0.5-s2", (13,), "fractional Lp base classifier, p 1/2, budget 200, padded to s = 2 "
+               "(400 positions on the digits), rl.smoothing.fractional.base_model(s=2.0)",
                _call("smoothing.fractional", s=2.0)),
-        Recipe("wasserstein-0.02", (13,), "Wasserstein smoothing base classifier, flow sigma 0.02, one flow per "
-               "batch (the paper's training)", _call("smoothing.wasserstein", sigma=0.02)),
         Recipe("wasserstein-0.02-per-image", (13,), "Wasserstein smoothing base classifier, flow sigma 0.02, one flow "
                "per image", _call("smoothing.wasserstein", sigma=0.02, shared=False)),
-        Recipe("wasserstein-0.01-per-image", (13,), "Wasserstein smoothing base classifier, flow sigma 0.01, one flow "
-               "per image", _call("smoothing.wasserstein", sigma=0.01, shared=False)),
         Recipe("wasserstein-pixel-0.028", (13,), "Laplace noise on the unit-mass pixels, sigma 0.02 sqrt(2) (the same "
                "Wasserstein radius per pA)", _call("smoothing.wasserstein", sigma=0.02 * 2 ** 0.5, noise="pixel",
                                                    shared=False)),
