@@ -25,13 +25,12 @@ The weights do not change the cost: the model is freshly initialised (``rl.smoot
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import robustlab as rl
 from robustlab.smoothing import ablation as A
+from _timing import rounds  # benchmarks/ is on the path of its scripts
 
 
 @torch.no_grad()
@@ -42,25 +41,6 @@ def bare_forward(model, ablated, total):
         m = min(ablated.shape[0], total - done)
         model(ablated[:m]).argmax(1)
         done += m
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def rounds(named, repeats):
-    """Run the callables alternately ``repeats + 1`` times (rotating the order); median seconds."""
-    times = {name: [] for name in named}
-    names = list(named)
-    for r in range(repeats + 1):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            t = timed(named[name])
-            if r > 0:
-                times[name].append(t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None):

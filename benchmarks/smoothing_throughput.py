@@ -32,7 +32,6 @@ weights of the profile architecture (``--dataset cifar10`` needs no download eit
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
@@ -41,6 +40,7 @@ import torch
 import robustlab as rl
 from robustlab.smoothing import dp
 from robustlab.smoothing import gaussian as G
+from _timing import rounds, timed  # benchmarks/ is on the path of its scripts
 
 
 @torch.no_grad()
@@ -92,25 +92,6 @@ def reference_style_certify(model, x, *, sigma, n0, n, alpha, batch_size):
             preds.append(c_hat)
             radii.append(sigma * norm.ppf(p_lower))
     return preds, radii
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def rounds(named, repeats):
-    """Run the callables alternately ``repeats + 1`` times (rotating the order); median seconds."""
-    times = {name: [] for name in named}
-    names = list(named)
-    for r in range(repeats + 1):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            t = timed(named[name])
-            if r > 0:
-                times[name].append(t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None):
