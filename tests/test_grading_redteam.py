@@ -481,6 +481,22 @@ def test_a_failure_of_nbgrader_itself_is_retried_alone(redteam, tmp_path, monkey
                if issubclass(w.category, grading.GradingWarning))
 
 
+@pytest.mark.slow
+def test_a_deep_course_folder_and_a_long_student_id_are_graded(redteam, tmp_path):
+    """The kernels' IPC sockets live in a short runtime folder: a socket path has a limit of about
+    107 bytes, which a runtime folder inside this course folder would pass."""
+    course = tmp_path / ("a-course-folder-nested-deeply-" * 3) / "course"
+    student = "a-student-with-a-rather-long-identifier"
+    (tmp_path / "subs" / student).mkdir(parents=True)
+    (tmp_path / "subs" / student / "tiny.ipynb").write_bytes((redteam["folder"] / "full" / "tiny.ipynb").read_bytes())
+    assert len(str(course / ".runtime" / student / "kernel-0123456789ab-ipc-4")) > 107
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", grading.GradingWarning)
+        rows = grading.autograde(tmp_path / "subs", lab="tiny", source=redteam["source"], course_dir=course, out=None,
+                                 timeout=12, jobs=1)
+    assert (rows[0]["score"], rows[0]["status"]) == (MAX, "graded")
+
+
 # --------------------------------------------------------------------------- a real lab
 
 

@@ -568,14 +568,32 @@ def _prepare_submission(course: Path, lab: str, student: str, folder: Path, info
     return {"notes": notes, "flagged": flagged, "ignored": [f for f in files if f not in used]}
 
 
+def _launch_runtime_root(course: str) -> str:
+    from .launch import runtime_root
+
+    return runtime_root(course)
+
+
+def _runtime_dir(course: Path, student: str) -> Path:
+    """The student's runtime folder, short whatever the course's path (``launch.runtime_root``)."""
+    import hashlib
+
+    root = Path(_launch_runtime_root(str(course)))
+    root.mkdir(mode=0o700, exist_ok=True)
+    info = root.lstat()
+    if root.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise GradingError(f"the runtime folder {root} is not a private folder of this user: remove it")
+    return root / hashlib.sha256(student.encode()).hexdigest()[:10]
+
+
 def _grade_student(course: Path, lab: str, student: str, env: dict, hard_limit: int) -> dict:
     report = course / "reports" / lab / f"{student}.jsonl"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
-    runtime = course / ".runtime" / student
+    runtime = _runtime_dir(course, student)
     if runtime.exists():
         shutil.rmtree(runtime)
-    runtime.mkdir(parents=True)
+    runtime.mkdir()
     env = dict(env, ROBUSTLAB_GRADING_REPORT=str(report), JUPYTER_RUNTIME_DIR=str(runtime))
     start = time.perf_counter()
     proc = _nbgrader(course, "autograde", lab, "--student", student, "--create", "--force", env=env, check=False,
@@ -815,6 +833,8 @@ def autograde(submissions, *, lab: str, out="grades.csv", course_dir=None, timeo
             # submission that makes nbgrader fail every time fails again and is reported
             retry = _grade_student(course, lab, s, env, hard_limit)
             graded[s] = dict(retry, seconds=round(graded[s]["seconds"] + retry["seconds"], 1), retried=True)
+        with contextlib.suppress(OSError):  # the runtime folders' root, once every worker removed its own
+            Path(_launch_runtime_root(str(course))).rmdir()
         elapsed = time.perf_counter() - start
         failed = sorted(s for s, g in graded.items() if g["failed"])
         if failed:

@@ -44,6 +44,24 @@ os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher"] + sys.argv
 """
 
 
+def runtime_root(course: str) -> str:
+    """The folder of the graded kernels' runtime folders (connection files and IPC sockets).
+
+    A Unix socket's path is limited to about 107 bytes, and a kernel's IPC socket is named
+    ``<runtime>/kernel-<12 hex>-ipc-<n>``: a runtime folder inside a deeply nested course
+    directory (or one named after a long student id) made the kernel fail to start. It is
+    therefore a short folder in the temporary directory, named after the course's path.
+    """
+    import hashlib
+    import tempfile
+
+    base = tempfile.gettempdir()
+    if len(base) > 40:
+        base = "/tmp"
+    digest = hashlib.sha256(os.path.realpath(course).encode()).hexdigest()[:12]
+    return os.path.join(base, f"robustlab-runtime-{digest}")
+
+
 def home_of(config: dict, workdir: str) -> str:
     """The kernel's private home: ``<course>/.homes/<student>/<lab>`` (outside the graded folder)."""
     graded = os.path.realpath(os.path.join(config["course"], "autograded"))
@@ -99,7 +117,7 @@ def main(argv: list[str]) -> int:
         print(f"launch.py: refusing to start a graded kernel outside {graded} (in {workdir})", file=sys.stderr)
         return 2
     runtime_dir = os.path.dirname(os.path.realpath(connection))
-    runtimes = os.path.realpath(os.path.join(config["course"], ".runtime"))
+    runtimes = os.path.realpath(runtime_root(config["course"]))
     if config.get("sandbox") == "bwrap" and (os.path.commonpath([runtime_dir, runtimes]) != runtimes
                                              or runtime_dir == runtimes):
         # the sandbox binds the connection file's folder writable: only a grading worker's own
