@@ -235,7 +235,7 @@ def _recipes() -> dict:
         Recipe("ablation", (12,), "randomized ablation base classifier, k = default_k() pixels kept (10 of the digits' "
                "64, 45 of MNIST's 784), 5x the profile's epochs, rl.smoothing.ablation.base_model()",
                _call("smoothing.ablation")),
-        Recipe("patch-column", (12,), "column smoothing base classifier (band s = 2 on digits), "
+        Recipe("patch-column", (12, "lab6"), "column smoothing base classifier (band s = 2 on digits), "
                "rl.smoothing.patch.base_model('column')", _call("smoothing.patch", kind="column")),
         Recipe("patch-block", (12,), "block smoothing base classifier (block s = 4 on digits), "
                "rl.smoothing.patch.base_model('block')", _call("smoothing.patch", kind="block")),
@@ -243,7 +243,7 @@ def _recipes() -> dict:
                "rl.patch_detection.segmenter_model()", _call("patch_detection", "segmenter_model")),
         Recipe("sac-classifier", (12, "lab6"), "classifier on randomly masked images for Segment and Complete, "
                "rl.patch_detection.classifier_model()", _call("patch_detection", "classifier_model")),
-        Recipe("dssn-0.5", (13,), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = default_q() (16 on the digits), "
+        Recipe("dssn-0.5", (13, "lab6"), "DSSN base classifier, sigma 0.5 (lambda 0.866), q = default_q() (16 on the digits), "
                "rl.smoothing.l1.base_model()", _call("smoothing.l1")),
         Recipe("ssn-0.5", (13,), "SSN base classifier, sigma 0.5, rl.smoothing.l1.base_model('ssn')",
                _call("smoothing.l1", kind="ssn")),
