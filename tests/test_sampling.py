@@ -243,3 +243,12 @@ def test_the_decisions_name_their_bad_arguments(call, match):
 
     with pytest.raises((TypeError, ValueError), match=match):
         call(sampling)
+
+
+def test_a_transform_family_must_implement_its_interface():
+    class OnlyLength(S.TransformFamily):
+        def __len__(self):
+            return 3
+
+    with pytest.raises(TypeError, match="apply"):
+        OnlyLength()

@@ -79,6 +79,7 @@ Examples
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 import numpy as np
@@ -169,8 +170,9 @@ class _BandFamily(_sampling.TransformFamily):
 
     kind = ""
 
-    def _build(self) -> torch.Tensor:  # (T, 1, H, W) bool
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _build(self) -> torch.Tensor:
+        """The (T, 1, H, W) boolean keep-masks of the family."""
 
     def __init__(self):
         self._masks = self._build()

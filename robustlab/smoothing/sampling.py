@@ -39,6 +39,7 @@ agree to rounding).
 
 from __future__ import annotations
 
+import abc
 from numbers import Integral
 from typing import NamedTuple
 
@@ -418,7 +419,7 @@ def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, alpha: flo
 # =========================================================================== enumeration
 
 
-class TransformFamily:
+class TransformFamily(abc.ABC):
     """The interface of a finite family of deterministic transforms :math:`\\{T_t\\}_{t < T}`.
 
     ``len(family)`` is :math:`T`; ``family.apply(x, t)`` maps a batch ``x`` (b, ...) to
@@ -427,13 +428,13 @@ class TransformFamily:
     families.
     """
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must implement __len__ (the number of transforms): "
-                                  "TransformFamily is an interface")
+        """The number of transforms :math:`T`."""
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement apply(x, t) (transform t of the batch x): "
-                                  "TransformFamily is an interface")
+        """Transform ``t`` of the batch ``x``."""
 
 
 class Translations(TransformFamily):
