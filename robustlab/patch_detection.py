@@ -767,22 +767,16 @@ def segmenter_model(side: int | None = None, *, content: str = "mixed", clean_fr
         ``(segmenter, history)``, in eval mode; ``history.train_acc`` is the rate of exactly
         segmented training examples.
     """
-    from .train import fit
-    from .zoo import profile_model
+    from .zoo import loss_trained_model
 
     side = default_side(dataset) if side is None else side
     loss = PatchMaskLoss(side, content=content, clean_fraction=clean_fraction, steps=steps)
-    prof = config.profile()
 
     def build(arch, ds, width, seed):
         return build_segmenter(arch, ds, width=width, seed=seed, depth=depth)
 
-    def train_fn(model, train, test):
-        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                   batch_size=prof.batch_size, seed=seed, loss_fn=loss, progress=progress, cache=cache,
-                   desc=f"patch segmenter (side {side})")
-
-    return profile_model(train_fn, dataset, None, width=width, seed=seed, device=device, build=build)
+    return loss_trained_model(loss, desc=f"patch segmenter (side {side})", dataset=dataset, width=width,
+                              epochs=epochs, seed=seed, device=device, progress=progress, cache=cache, build=build)
 
 
 def classifier_model(side: int | None = None, *, p: float = 0.5, dataset: str | None = None, arch: str | None = None,
@@ -795,19 +789,12 @@ def classifier_model(side: int | None = None, *, p: float = 0.5, dataset: str | 
     robustlab.train.Trained
         ``(model, history)``, the model in eval mode.
     """
-    from .train import fit
-    from .zoo import profile_model
+    from .zoo import loss_trained_model
 
     side = default_side(dataset) if side is None else side
-    loss = MaskedTrainingLoss(side, p=p)
-    prof = config.profile()
-
-    def train_fn(model, train, test):
-        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                   batch_size=prof.batch_size, seed=seed, loss_fn=loss, eval_data=test, progress=progress,
-                   cache=cache, desc=f"classifier on masked images (side {side})")
-
-    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
+    return loss_trained_model(MaskedTrainingLoss(side, p=p), desc=f"classifier on masked images (side {side})",
+                              dataset=dataset, arch=arch, width=width, epochs=epochs, seed=seed, device=device,
+                              progress=progress, cache=cache, evaluate=True)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -33,7 +33,8 @@ from . import data as _data
 from . import models as _models
 from ._validate import check_positive_int
 
-__all__ = ["Recipe", "RECIPES", "WarmResult", "profile_model", "planar_demo", "names", "recipes", "recipe", "build", "warm"]
+__all__ = ["Recipe", "RECIPES", "WarmResult", "profile_model", "loss_trained_model", "planar_demo", "names", "recipes",
+           "recipe", "build", "warm"]
 
 
 def profile_model(train_fn: Callable, dataset: str | None = None, arch: str | None = None, *, width: int | None = None,
@@ -57,6 +58,31 @@ def profile_model(train_fn: Callable, dataset: str | None = None, arch: str | No
     history = train_fn(model, train, test)
     model.eval()
     return Trained(model, history)
+
+
+def loss_trained_model(loss_fn, *, desc: str, dataset: str | None = None, arch: str | None = None,
+                       width: int | None = None, epochs: int | None = None, lr: float | None = None, seed: int = 0,
+                       device=None, progress: bool | None = None, cache: bool = True, evaluate: bool = False,
+                       check_train: Callable | None = None, build: Callable | None = None):
+    """A profile model trained by :func:`robustlab.train.fit` with ``loss_fn`` at the profile's settings.
+
+    :func:`profile_model` with the training every base classifier of a certifier uses: the
+    profile's batch size, its learning rate and epochs unless ``lr`` / ``epochs`` are given,
+    the test split as ``eval_data`` when ``evaluate``, cached when ``cache``. ``check_train``
+    is called on the training split first (e.g. to refuse pixels off a quantization grid).
+    """
+    from .train import fit
+
+    prof = config.profile()
+
+    def train_fn(model, train, test):
+        if check_train is not None:
+            check_train(train)
+        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr if lr is None else lr,
+                   batch_size=prof.batch_size, seed=seed, loss_fn=loss_fn, eval_data=test if evaluate else None,
+                   progress=progress, cache=cache, desc=desc)
+
+    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device, build=build)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -908,8 +908,7 @@ def base_model(k: int | None = None, *, dataset: str | None = None, arch: str | 
         ``(model, history)``, the model in eval mode.
     """
     from .. import config
-    from ..train import fit
-    from ..zoo import profile_model
+    from ..zoo import loss_trained_model
 
     prof = config.profile()
     meta = _data.info(dataset or prof.dataset)
@@ -918,12 +917,9 @@ def base_model(k: int | None = None, *, dataset: str | None = None, arch: str | 
     _check_dk(meta.shape[1] * meta.shape[2], k)
     epochs = 5 * prof.epochs if epochs is None else check_positive_int(epochs, "epochs")
 
-    def train_fn(model, train, test):
-        return fit(model, train, epochs=epochs, lr=prof.lr if lr is None else lr, batch_size=prof.batch_size,
-                   seed=seed, loss_fn=loss, progress=progress, cache=cache,
-                   desc=f"ablation training (k={k}) on {meta.name}")
-
     def make(arch, dataset, *, width, seed):
         return build(arch, dataset, width=width, seed=seed, encoding=encoding)
 
-    return profile_model(train_fn, meta.name, arch, width=width, seed=seed, device=device, build=make)
+    return loss_trained_model(loss, desc=f"ablation training (k={k}) on {meta.name}", dataset=meta.name, arch=arch,
+                              width=width, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress,
+                              cache=cache, build=make)

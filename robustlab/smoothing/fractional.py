@@ -412,22 +412,14 @@ def base_model(p: float = 0.5, q: int | None = None, budget: int = 200, s: float
     robustlab.train.Trained
         ``(model, history)``; the design is ``trained.model.split_design``.
     """
-    from .. import config
-    from ..train import fit
-    from ..zoo import profile_model
+    from ..zoo import loss_trained_model
+    from .l1 import default_q
 
     if design is None:
-        from .l1 import default_q
         design = solve_design(default_q(dataset) if q is None else q, p, budget, s=s)
-    loss = FractionalSplitLoss(design, seed=template_seed)
-    prof = config.profile()
-
-    def train_fn(model, train, test):
-        check_quantized(train.x, design.q, "train.x")
-        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                   batch_size=prof.batch_size, seed=seed, loss_fn=loss, progress=progress, cache=cache,
-                   desc=f"fractional split training (N={design.n_samples})")
-
-    trained = profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
+    trained = loss_trained_model(FractionalSplitLoss(design, seed=template_seed),
+                                 desc=f"fractional split training (N={design.n_samples})", dataset=dataset, arch=arch,
+                                 width=width, epochs=epochs, seed=seed, device=device, progress=progress, cache=cache,
+                                 check_train=lambda train: check_quantized(train.x, design.q, "train.x"))
     trained.model.split_design = design
     return trained

@@ -642,20 +642,12 @@ def base_model(kind: str = "dssn", lam: float = lam_from_sigma(0.5), q: int | No
     robustlab.train.Trained
         ``(model, history)``, the model in eval mode.
     """
-    from .. import config
-    from ..train import fit
-    from ..zoo import profile_model
+    from ..zoo import loss_trained_model
 
-    prof = config.profile()
     if kind == "dssn" and q is None:
         q = default_q(dataset)
     loss = SplittingNoiseLoss(float(lam), kind=kind, q=None if kind != "dssn" else q, seed=template_seed)
-
-    def train_fn(model, train, test):
-        if kind == "dssn":
-            check_quantized(train.x, q, "train.x")
-        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                   batch_size=prof.batch_size, seed=seed, loss_fn=loss, progress=progress, cache=cache,
-                   desc=f"{kind} training (lam={float(lam):.3g})")
-
-    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
+    check = (lambda train: check_quantized(train.x, q, "train.x")) if kind == "dssn" else None
+    return loss_trained_model(loss, desc=f"{kind} training (lam={float(lam):.3g})", dataset=dataset, arch=arch,
+                              width=width, epochs=epochs, seed=seed, device=device, progress=progress, cache=cache,
+                              check_train=check)

@@ -792,16 +792,9 @@ def base_model(sigma: float = DIGITS_SIGMA, noise: str = "flow", *, shared: bool
     robustlab.train.Trained
         ``(model, history)``, the model in eval mode.
     """
-    from .. import config
-    from ..train import fit
-    from ..zoo import profile_model
+    from ..zoo import loss_trained_model
 
     loss = WassersteinNoiseLoss(float(sigma), noise=noise, shared=shared)
-    prof = config.profile()
-
-    def train_fn(model, train, test):
-        return fit(model, train, epochs=prof.epochs if epochs is None else epochs, lr=prof.lr,
-                   batch_size=prof.batch_size, seed=seed, loss_fn=loss, eval_data=test, progress=progress,
-                   cache=cache, desc=f"{noise} noise training (sigma={float(sigma):g})")
-
-    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device)
+    return loss_trained_model(loss, desc=f"{noise} noise training (sigma={float(sigma):g})", dataset=dataset,
+                              arch=arch, width=width, epochs=epochs, seed=seed, device=device, progress=progress,
+                              cache=cache, evaluate=True)
