@@ -514,6 +514,15 @@ def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return hard.to(soft.dtype) + soft - soft.detach()
 
 
+def _check_attack_inputs(classifier, x, y) -> torch.Tensor:
+    """The checks both patch attacks make; returns the labels as a checked tensor."""
+    check_model(classifier, "classifier")
+    check_images(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be images of shape (B, C, H, W), got shape {tuple(x.shape)}")
+    return check_labels(y, "y", batch_size=x.shape[0])
+
+
 def adaptive_patch(segmenter: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, side: int,
                    steps: int = 50, step_size: float = 0.1, tries: int = 4, hide_weight: float = 1.0,
                    gamma: float = DEFAULT_GAMMA, decay: float = DEFAULT_DECAY, levels: int = DEFAULT_LEVELS,
@@ -540,11 +549,7 @@ def adaptive_patch(segmenter: nn.Module, classifier: nn.Module, x: torch.Tensor,
         The patched images (equal to ``x`` outside one square each) and their squares.
     """
     check_model(segmenter, "segmenter")
-    check_model(classifier, "classifier")
-    check_images(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be images of shape (B, C, H, W), got shape {tuple(x.shape)}")
-    y = check_labels(y, "y", batch_size=x.shape[0])
+    y = _check_attack_inputs(classifier, x, y)
     n, _, h, w = x.shape
     sizes, gamma, decay, levels, threshold = _completion_settings(x, side, gamma, decay, levels, threshold)
     if len(sizes) != 1:
@@ -613,11 +618,7 @@ def transfer_patch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, s
     """
     from .attacks import patch as _patch_attack
 
-    check_model(classifier, "classifier")
-    check_images(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be images of shape (B, C, H, W), got shape {tuple(x.shape)}")
-    y = check_labels(y, "y", batch_size=x.shape[0])
+    y = _check_attack_inputs(classifier, x, y)
     n, _, h, w = x.shape
     (s,) = _check_sizes(side, h, w, "side")
     gen = torch.Generator().manual_seed(check_seed(seed))
