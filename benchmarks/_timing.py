@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
+import torch
+
 
 def timed(fn) -> float:
     """Seconds one call of ``fn()`` takes."""
@@ -25,3 +27,14 @@ def rounds(named: dict, repeats: int) -> dict:
             if r > 0:
                 times[name].append(t)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+@torch.no_grad()
+def bare_forward(model, rows: torch.Tensor, total: int) -> None:
+    """``total`` forward passes of ``model`` (and the argmax), in batches of ``len(rows)``: the
+    baseline a sampling or enumeration engine is compared against."""
+    done = 0
+    while done < total:
+        m = min(rows.shape[0], total - done)
+        model(rows[:m]).argmax(1)
+        done += m

@@ -30,17 +30,7 @@ import torch
 
 import robustlab as rl
 from robustlab.smoothing import ablation as A
-from _timing import rounds  # benchmarks/ is on the path of its scripts
-
-
-@torch.no_grad()
-def bare_forward(model, ablated, total):
-    """``total`` forward passes of the model, in batches of ``len(ablated)``: nothing else."""
-    done = 0
-    while done < total:
-        m = min(ablated.shape[0], total - done)
-        model(ablated[:m]).argmax(1)
-        done += m
+from _timing import bare_forward, rounds  # benchmarks/ is on the path of its scripts
 
 
 def main(argv=None):

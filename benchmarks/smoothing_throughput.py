@@ -40,17 +40,7 @@ import torch
 import robustlab as rl
 from robustlab.smoothing import dp
 from robustlab.smoothing import gaussian as G
-from _timing import rounds, timed  # benchmarks/ is on the path of its scripts
-
-
-@torch.no_grad()
-def bare_forward(model, noisy, total):
-    """``total`` forward passes of the base model, in batches of ``len(noisy)``: nothing else."""
-    done = 0
-    while done < total:
-        m = min(noisy.shape[0], total - done)
-        model(noisy[:m]).argmax(1)
-        done += m
+from _timing import bare_forward, rounds, timed  # benchmarks/ is on the path of its scripts
 
 
 @torch.no_grad()
