@@ -63,7 +63,7 @@ from .. import models as _models
 from .. import stats as _stats
 from .. import train as _train
 from ..certificates import UNITS, Certificate
-from ..lipschitz import _check_layer, _name
+from ..lipschitz.operators import _check_layer, _name
 from .._validate import (
     check_choice,
     check_images,

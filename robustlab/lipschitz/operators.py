@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_positive_int, parse_norm
+from .._validate import check_positive_int, parse_norm
 
 __all__ = [
     "OperatorNorm",
