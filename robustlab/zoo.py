@@ -281,6 +281,15 @@ def _recipes() -> dict:
         Recipe("wasserstein-pixel-0.028", (13,), "Laplace noise on the unit-mass pixels, sigma 0.02 sqrt(2) (the same "
                "Wasserstein radius per pA)", _call("smoothing.wasserstein", sigma=0.02 * 2 ** 0.5, noise="pixel",
                                                    shared=False)),
+        # chapter 14: second-order and dipole smoothing, CDF smoothing
+        # chapter 15: Lipschitz networks (CONV-SV, SOC)
+        # chapter 15: curvature (CRC, CRT, low-curvature activations)
+        # chapter 16: perceptual threats (LPIPS, PPGD, LPA, PAT)
+        # chapter 16: dual-manifold adversarial training
+        # chapter 17: policy smoothing
+        # chapter 17: distribution shift and interpretation
+        # chapter 17: robustness bias and abstaining classifiers
+        # Lab 7
     ]
     for i in range(3):
         rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius no. {i + 1}",
