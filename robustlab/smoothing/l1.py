@@ -428,6 +428,12 @@ class SplitFamily(_sampling.TransformFamily):
     def apply(self, x, t):
         return self.represent(x, int(t))
 
+    def apply_many(self, x, ts):
+        """Transforms ``ts`` of the grid batch ``x``, transform-major: (len(ts) * b, ...)."""
+        b = x.shape[0]
+        rep = x.unsqueeze(0).expand(len(ts), *x.shape).reshape(-1, *x.shape[1:])
+        return self.represent(rep, ts.repeat_interleave(b))
+
 
 def dssn_counts(model, x, *, lam: float, q: int, seed: int = 0, batch_size: int = 1000,
                 progress: bool | None = None) -> torch.Tensor:

@@ -198,6 +198,13 @@ class _BandFamily(_sampling.TransformFamily):
         self._check_x(x)
         return encode(x, self.masks(x.device, x.dtype)[t:t + 1])
 
+    def apply_many(self, x: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """Bands (blocks) ``ts`` of the images ``x``, encoded, band-major: (len(ts) * B, 2C, H, W)."""
+        self._check_x(x)
+        keep = self.masks(x.device, x.dtype)[ts.to(x.device)][:, None]  # (m, 1, 1, H, W)
+        out = torch.cat([x[None] * keep, (1.0 - x)[None] * keep], dim=2)
+        return out.view(-1, *out.shape[2:])
+
 
 class ColumnBands(_BandFamily):
     """The ``W`` column bands of width ``size`` of images ``width`` pixels wide, with wrap-around.
@@ -306,37 +313,30 @@ def votes_affected(kind: str, patch: int, size: int, shape) -> int:
 # =========================================================================== votes
 
 
-class _VoteCode(nn.Module):
-    """The base classifier's vote set on each input, as the argmax of a one-hot code.
+class _VoteCode:
+    """The base classifier's vote set on each input, coded as one int64 per input.
 
     ``theta > 1/2``: at most one class reaches the threshold, code ``c`` or ``K`` (no vote).
     ``theta <= 1/2``: the set of classes with score >= theta as a bitmask (``2**K`` codes).
     """
 
-    def __init__(self, model: nn.Module, theta: float):
-        super().__init__()
-        self.model, self.theta = model, theta
+    def __init__(self, theta: float):
+        self.theta = theta
         self.n_classes = None
 
-    def forward(self, z):
-        logits = self.model(z)
+    def __call__(self, logits):
         if logits.dim() != 2:
             raise ValueError(f"model must return logits of shape (batch, classes), got {tuple(logits.shape)}")
         k = logits.shape[1]
         self.n_classes = k
         votes = logits.softmax(1) >= self.theta
         if self.theta > 0.5:
-            code = torch.where(votes.any(1), votes.to(torch.uint8).argmax(1), torch.full_like(votes[:, 0], k,
-                                                                                               dtype=torch.long))
-            width = k + 1
-        else:
-            if k > _MAX_BITMASK_CLASSES:
-                raise ValueError(f"theta <= 0.5 lets several classes vote per band, supported for at most "
-                                 f"{_MAX_BITMASK_CLASSES} classes (the model has {k}); use theta > 0.5 or theta=None")
-            code = (votes.long() << torch.arange(k, device=votes.device)).sum(1)
-            width = 2 ** k
-        out = torch.zeros(code.shape[0], width, dtype=logits.dtype, device=logits.device)
-        return out.scatter_(1, code[:, None], 1.0)
+            return torch.where(votes.any(1), votes.to(torch.uint8).argmax(1), torch.full_like(votes[:, 0], k,
+                                                                                            dtype=torch.long))
+        if k > _MAX_BITMASK_CLASSES:
+            raise ValueError(f"theta <= 0.5 lets several classes vote per band, supported for at most "
+                             f"{_MAX_BITMASK_CLASSES} classes (the model has {k}); use theta > 0.5 or theta=None")
+        return (votes.long() << torch.arange(k, device=votes.device)).sum(1)
 
 
 def _decode(codes: torch.Tensor, theta: float, k: int) -> torch.Tensor:
@@ -406,9 +406,9 @@ def band_counts(model, x, *, kind: str = "column", size: int, theta: float | Non
     if theta is None:
         return _sampling.enumerate_votes(model, x, family, mode="counts", batch_size=batch_size, progress=progress,
                                          desc=desc)
-    coder = _VoteCode(model, theta)
-    codes = _sampling.enumerate_votes(coder, x, family, mode="votes", batch_size=batch_size, progress=progress,
-                                      desc=desc)
+    coder = _VoteCode(theta)
+    codes = _sampling.enumerate_votes(model, x, family, mode="votes", batch_size=batch_size, vote=coder,
+                                      progress=progress, desc=desc)
     return _decode(codes, theta, coder.n_classes)
 
 

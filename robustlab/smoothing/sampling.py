@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import abc
 from numbers import Integral
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -436,6 +436,15 @@ class TransformFamily(abc.ABC):
     def apply(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """Transform ``t`` of the batch ``x``."""
 
+    def apply_many(self, x: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """Transforms ``ts`` (int64, (m,)) of the batch ``x`` (b, ...), transform-major: (m * b, ...).
+
+        Rows ``j * b .. (j + 1) * b - 1`` hold :math:`T_{ts_j}(x)`. This default calls
+        :meth:`apply` once per transform; a family that can build many transforms in one tensor
+        operation overrides it (the bands of patch smoothing, the offsets of DSSN).
+        """
+        return torch.cat([self.apply(x, int(t)) for t in ts.tolist()])
+
 
 class Translations(TransformFamily):
     """Circular shifts of images (B, C, H, W) by each ``(dy, dx)`` in ``shifts``.
@@ -460,11 +469,14 @@ class Translations(TransformFamily):
 
 
 def enumerate_votes(model, x, family, *, mode: str = "votes", n_classes: int | None = None, batch_size: int = 1000,
-                    progress: bool | None = None, desc: str = "smoothing: enumerating") -> torch.Tensor:
+                    vote: Callable | None = None, progress: bool | None = None,
+                    desc: str = "smoothing: enumerating") -> torch.Tensor:
     r"""The votes of ``model`` on every transform of ``family`` applied to every input, exactly once.
 
-    The :math:`B \cdot T` transformed inputs are packed into forward passes of about
-    ``batch_size`` rows (many inputs under one transform, then the next transform).
+    The :math:`B \cdot T` transformed inputs are packed into forward passes of at most
+    ``batch_size`` rows: :math:`\lfloor \mathrm{batch\_size} / T \rfloor` inputs under all
+    :math:`T` transforms (or one input under ``batch_size`` transforms when :math:`T` is
+    larger), built in one call of ``family.apply_many``.
 
     Parameters
     ----------
@@ -478,6 +490,9 @@ def enumerate_votes(model, x, family, *, mode: str = "votes", n_classes: int | N
         (B, K) vote counts (:func:`robustlab.votes.vote_counts`).
     n_classes : int, optional
         K for ``"counts"`` (default: the number of logits).
+    vote : callable, optional
+        Maps the logits (b, K) of one forward pass to int64 votes (b,) (default: the argmax);
+        patch smoothing's threshold votes use it.
 
     Returns
     -------
@@ -505,40 +520,28 @@ def enumerate_votes(model, x, family, *, mode: str = "votes", n_classes: int | N
     check_positive_int(batch_size, "batch_size")
     if n_classes is not None:
         n_classes = check_positive_int(n_classes, "n_classes")
+    if vote is not None and not callable(vote):
+        raise TypeError(f"vote must be callable as vote(logits) -> int64 votes, got {type(vote).__name__}")
     batch = x.shape[0]
     device, dtype = _models.device_of(model), _models.dtype_of(model)
     xd = x.detach().to(device=device, dtype=dtype)
-    votes = torch.full((batch, n_t), -1, dtype=torch.long, device=device)
-    chunk = max(1, min(batch, batch_size))
-    pending: list[tuple[slice, int, torch.Tensor]] = []
-    filled = 0
+    votes = torch.empty((batch, n_t), dtype=torch.long, device=device)
+    group = min(n_t, batch_size)  # transforms per forward pass, and inputs per pass so that it holds batch_size rows
+    chunk = max(1, min(batch, batch_size // group))
     k_seen = None
-
-    def flush():
-        nonlocal pending, filled, k_seen
-        logits = model(torch.cat([p[2] for p in pending]))
-        k_seen = logits.shape[1]
-        pred = logits.argmax(1)
-        at = 0
-        for rows, t, piece in pending:
-            votes[rows, t] = pred[at:at + piece.shape[0]]
-            at += piece.shape[0]
-        if bar is not None:
-            bar.update(at)
-        pending, filled = [], 0
-
     with _models.eval_mode(model), torch.no_grad(), \
             config.progress_bar(batch * n_t, desc, config.progress_enabled(progress), unit="input") as bar:
         for start in range(0, batch, chunk):
             rows = slice(start, min(batch, start + chunk))
-            for t in range(n_t):
-                piece = family.apply(xd[rows], t)
-                pending.append((rows, t, piece))
-                filled += piece.shape[0]
-                if filled >= batch_size:
-                    flush()
-        if pending:
-            flush()
+            r = rows.stop - rows.start
+            for t0 in range(0, n_t, group):
+                ts = torch.arange(t0, min(n_t, t0 + group))
+                logits = model(family.apply_many(xd[rows], ts))
+                k_seen = logits.shape[1]
+                pred = logits.argmax(1) if vote is None else vote(logits)
+                votes[rows, t0:t0 + len(ts)] = pred.view(len(ts), r).T
+                if bar is not None:
+                    bar.update(len(ts) * r)
     if mode == "counts":
         out = _votes.vote_counts(votes, n_classes or k_seen)
     else:
