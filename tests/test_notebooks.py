@@ -48,10 +48,21 @@ PROFILE_LINE = re.compile(r"\bprofile '(\w+)'")
 
 
 class _TimedClient(NotebookClient):
-    """A NotebookClient that keeps the time of the kernel's start and shutdown, which the
-    cells' own timings do not see."""
+    """A NotebookClient that keeps the time of the kernel's start and shutdown and of every
+    step between cells, which the cells' own timings do not see."""
 
     phases: dict
+    marks: list
+
+    def _mark(self, what: str) -> None:
+        self.marks.append((time.perf_counter(), what))
+
+    async def async_start_new_kernel(self, **kwargs):
+        start = time.perf_counter()
+        try:
+            return await super().async_start_new_kernel(**kwargs)
+        finally:
+            self.phases["kernel launch"] = time.perf_counter() - start
 
     async def async_start_new_kernel_client(self):
         start = time.perf_counter()
@@ -60,12 +71,31 @@ class _TimedClient(NotebookClient):
         finally:
             self.phases["kernel start"] = time.perf_counter() - start
 
+    async def async_wait_for_reply(self, msg_id, cell=None):
+        start = time.perf_counter()
+        try:
+            return await super().async_wait_for_reply(msg_id, cell)
+        finally:
+            self.phases["kernel info"] = self.phases.get("kernel info", 0.0) + time.perf_counter() - start
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        self._mark(f"cell {cell_index} start")
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            self._mark(f"cell {cell_index} end")
+
     async def _async_cleanup_kernel(self):
         start = time.perf_counter()
         try:
             return await super()._async_cleanup_kernel()
         finally:
             self.phases["kernel shutdown"] = self.phases.get("kernel shutdown", 0.0) + time.perf_counter() - start
+
+    def longest_steps(self, k: int = 3) -> str:
+        """The ``k`` longest intervals between consecutive marks, as text."""
+        steps = [(b[0] - a[0], f"{a[1]} -> {b[1]}") for a, b in zip(self.marks, self.marks[1:])]
+        return ", ".join(f"{what} {dt:.1f} s" for dt, what in sorted(steps, reverse=True)[:k])
 
 
 def _cell_seconds(nb) -> float:
@@ -89,15 +119,15 @@ def execute(path: Path, env: dict, timeout: int = 600) -> tuple[nbformat.Noteboo
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     start = time.perf_counter()
     client = _TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    client.phases = {}
+    client.phases, client.marks = {}, []
     client.execute(env={**os.environ, **env})
     seconds = time.perf_counter() - start
     cells = _cell_seconds(nb)
     if seconds - cells > 60:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in client.phases.items())
         import warnings
-        warnings.warn(f"{path.name}: executed in {seconds:.0f} s, its cells in {cells:.0f} s ({phases}; the rest "
-                      "waiting on the kernel between cells)", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{path.name}: executed in {seconds:.0f} s, its cells in {cells:.0f} s ({phases}; the "
+                      f"longest steps as the client saw them: {client.longest_steps()})", RuntimeWarning, stacklevel=2)
     return nb, seconds
 
 
