@@ -95,3 +95,13 @@ def test_readme_quickstart_has_two_commands_build_then_test():
 def test_ci_runs_the_readme_quickstart():
     ci = (REPO / ".ci" / "run").read_text()
     assert "Quickstart" in ci and "README.md" in ci
+
+
+def test_the_licenses_the_readme_and_pyproject_claim_are_in_the_repository():
+    mit = (REPO / "LICENSE").read_text()
+    assert mit.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in mit
+    text = (REPO / "LICENSE-TEXT.md").read_text()
+    assert "CC BY 4.0" in text and "creativecommons.org/licenses/by/4.0" in text
+    readme = (REPO / "README.md").read_text()
+    assert "[LICENSE](LICENSE)" in readme and "[LICENSE-TEXT.md](LICENSE-TEXT.md)" in readme
+    assert re.search(r'license\s*=\s*\{\s*text\s*=\s*"MIT"', (REPO / "pyproject.toml").read_text())
