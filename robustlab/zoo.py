@@ -283,12 +283,36 @@ def _recipes() -> dict:
                                                    shared=False)),
         # chapter 14: second-order and dipole smoothing, CDF smoothing
         # chapter 15: Lipschitz networks (CONV-SV, SOC)
+        Recipe("soc", (15,), "a 1-Lipschitz LipConvNet of skew orthogonal convolutions and MaxMin, cross-entropy, "
+               "rl.lipschitz.soc.soc_model()", _call("lipschitz.soc", "soc_model")),
         # chapter 15: curvature (CRC, CRT, low-curvature activations)
+        Recipe("softplus-mlp", (15,), "a softplus MLP (one hidden layer), cross-entropy only, "
+               "rl.lipschitz.curvature.crt_model('standard')", _call("lipschitz.curvature", "crt_model", kind="standard")),
+        Recipe("curvature-reg", (15,), "the softplus MLP with the curvature regularizer gamma K (no attack), "
+               "rl.lipschitz.curvature.crt_model('curvature')", _call("lipschitz.curvature", "crt_model", kind="curvature")),
+        Recipe("crt", (15,), "curvature-regularized training (CRT): curvature attack at L2 0.5 (digits) and gamma K, "
+               "rl.lipschitz.curvature.crt_model('crt')", _call("lipschitz.curvature", "crt_model", kind="crt")),
+        Recipe("low-curvature", (15,), "PGD training with ReLU, softplus and SiLU of several sharpnesses, monitored, "
+               "rl.lipschitz.curvature.low_curvature_study()", _call("lipschitz.curvature", "low_curvature_study")),
         # chapter 16: perceptual threats (LPIPS, PPGD, LPA, PAT)
+        Recipe("lpips-net", (16,), "the fixed LPIPS feature net: the profile's CNN trained once with seed 1, "
+               "rl.perceptual.lpips_net()", _call("perceptual.lpips", "lpips_net")),
+        Recipe("pat-net", (16,), "PAT with the fixed LPIPS net at the default budget (0.5 on the digits), "
+               "rl.perceptual.pat_model()", _call("perceptual.training", "pat_model")),
+        Recipe("pat-self", (16,), "PAT-self (the classifier's own features) at the default budget, "
+               "rl.perceptual.pat_model('self')", _call("perceptual.training", "pat_model", lpips="self")),
         # chapter 16: dual-manifold adversarial training
         # chapter 17: policy smoothing
         # chapter 17: distribution shift and interpretation
         # chapter 17: robustness bias and abstaining classifiers
+        Recipe("standard-seed2", (17,), "the profile's standard model from seed 2 (seed-to-seed spread of the bias; "
+               "seed 1 is the LPIPS network's), rl.train.trained_model(seed=2)", _trained(seed=2)),
+        *[Recipe(f"bias-reg-{a:g}", (17,), f"the robustness-bias regularizer, alpha {a:g}, tau DEFAULT_TAU, "
+                 f"rl.fairness.bias_regularized_model(alpha={a:g})", _call("fairness", "bias_regularized_model", alpha=a))
+          for a in (0.3, 1.0, 3.0)],
+        *[Recipe(f"carl-{lam:g}", (17,), f"CARL, lambda {lam:g}, Linf eps default_eps() (0.2 on the digits), the PGD "
+                 f"recipe's schedule, rl.abstain.carl_model(lam={lam:g})", _call("abstain", "carl_model", lam=lam))
+          for lam in (0.3, 1.0, 3.0)],
         # Lab 7
     ]
     for i in range(3):

@@ -8,5 +8,7 @@ here, so ``rl.lipschitz.operator_norm`` is the same function.
 from .operators import *  # noqa: F401,F403
 from .operators import __all__ as _operators_all
 from . import operators
+from . import curvature  # noqa: F401  (curvature bounds, CRC/CRT, low-curvature activations)
+from . import conv, soc  # noqa: F401  (CONV-SV bound and exact conv norms; SOC networks and their certificate)
 
 __all__ = ["operators", *_operators_all]

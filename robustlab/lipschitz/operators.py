@@ -52,6 +52,7 @@ __all__ = [
     "unrolled",
     "norm_bound",
     "conv_spectral_bound",
+    "circular_conv_norm",
     "vertex_enumeration",
     "lower_estimate",
 ]
@@ -134,8 +135,29 @@ def _circular_bound(kernel: torch.Tensor, input_shape) -> torch.Tensor:
     # N x N grid with N >= H + k - 1 (no wrap-around), whose singular values are
     # those of the per-frequency (c_out x c_in) matrices of the kernel's 2-D DFT.
     kh, kw = kernel.shape[2:]
-    nh, nw = input_shape[1] + kh - 1, input_shape[2] + kw - 1
-    spec = torch.fft.fft2(kernel, s=(nh, nw)).permute(2, 3, 0, 1)
+    return circular_conv_norm(kernel, (input_shape[1] + kh - 1, input_shape[2] + kw - 1))
+
+
+def circular_conv_norm(kernel: torch.Tensor, grid) -> torch.Tensor:
+    r"""The exact spectral norm of the stride-1 circular convolution with ``kernel`` on a ``grid``.
+
+    On an :math:`n_1 \times n_2` torus the convolution is block doubly circulant; its
+    singular values are those of the :math:`n_1 n_2` matrices
+    :math:`P(\omega) = \sum_{p,q} K_{:,:,p,q}\, e^{-2\pi i(\omega_1 p/n_1 + \omega_2 q/n_2)}`
+    (Sedghi, Gupta and Long, 2019), so the norm is :math:`\max_\omega \|P(\omega)\|_2`.
+    Taps beyond the grid wrap around (they are added modulo :math:`n`); a shift of the
+    kernel (the padding offset) multiplies :math:`P(\omega)` by a phase and changes nothing.
+    Returns a 0-d tensor, differentiable in ``kernel`` (c_out, c_in, h, w).
+    """
+    n1, n2 = (int(g) for g in grid)
+    kh, kw = kernel.shape[2:]
+    if kh > n1 or kw > n2:  # fold the taps onto the torus
+        folded = kernel.new_zeros(kernel.shape[:2] + (n1, n2))
+        for p in range(kh):
+            for q in range(kw):
+                folded[:, :, p % n1, q % n2] += kernel[:, :, p, q]
+        kernel = folded
+    spec = torch.fft.fft2(kernel, s=(n1, n2)).permute(2, 3, 0, 1)
     return torch.linalg.matrix_norm(spec, ord=2).amax()
 
 

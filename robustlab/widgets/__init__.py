@@ -25,3 +25,5 @@ from .poisoning import PoisoningExplorer
 __all__ = ["AttackExplorer", "BoundsExplorer", "DeltaBallDemo", "TradeoffExplorer", "SmoothingExplorer", "DPConditionExplorer", "ConcentrationExplorer", "EpsBumpExplorer", "PoisoningExplorer"]
 from .patch import AblationBudgetExplorer, PatchVoteExplorer; __all__ += ["PatchVoteExplorer", "AblationBudgetExplorer"]  # noqa: E402,E702
 from .l1 import DSSNExplorer; __all__ += ["DSSNExplorer"]  # noqa: E402,E702
+from .perceptual import PerceptualBudgetExplorer; __all__ += ["PerceptualBudgetExplorer"]  # noqa: E402,E702
+from .lipschitz import ConvBoundExplorer; __all__ += ["ConvBoundExplorer"]  # noqa: E402,E702
