@@ -238,6 +238,22 @@ def workload(rel: dict) -> dict:
                ("L1 PGD-20 at two budgets on 100 inputs, on the base model and on the 441-offset surrogate",
                 2 * 100 * 20 * FB * (1 + 441) + 4 * 100 * 441, False),
                ("widget: 24 inputs x 441 offsets", 24 * 441, False)],
+        "14": [("CERTIFY for Cohen and SoS (shared samples), dipole and CDF smoothing: 3 x n_certify x "
+                "(100 + n_smoothing) (noise-0.25 from chapter 3)", 3 * nc * (100 + ns), False),
+               ("the 2-D band demo (an analytic classifier, NumPy)", 0.0, False)],
+        # chapter 16: an LPIPS step costs a forward and backward pass of the classifier and of the
+        # LPIPS network (the profile's CNN), counted as 2 x FB; its tables use n_eval // 6 inputs
+        "16": [("train the LPIPS network (the profile's CNN, seed 1)", E * N_TRAIN * FB, True),
+               ("train PAT: 10 epochs, Fast-LPA with 10 steps", 10 * N_TRAIN * (2 * 10 + 1) * FB, True),
+               ("train standard, PGD-5, OM-AT (5 latent steps) and DMAT (5 + 5 steps) on the OM-digits, "
+                "10 epochs each", 10 * N_TRAIN * (1 + 6 + 6 + 11) * FB, True),
+               ("LPA curves (2 models x 3 budgets, 5 x 20 steps) and noise of the same LPIPS",
+                2 * 3 * (n // 6) * 100 * 2 * FB, False),
+               ("threat table: 3 models x (PPGD-20, 2 x LPA, Linf and L2 ensembles, flow-20)",
+                3 * ((n // 6) * (20 + 2 * 100) * 2 * FB + 2 * ensemble_fe(n // 6, True) + (n // 6) * 20 * FB), False),
+               ("on-manifold table: 4 models x (Linf ensemble, 2 latent PGD-20, LPA, flow-20)",
+                4 * (ensemble_fe(n // 6, True) + (n // 6) * (40 * FB + 100 * 2 * FB + 20 * FB)), False),
+               ("widget snapshots (8 inputs x 4 budgets of LPA)", 8 * 4 * 100 * 2 * FB, False)],
     }
     return chapters
 

@@ -217,11 +217,11 @@ def planar_demo():
 
 def _recipes() -> dict:
     rows = [
-        Recipe("standard", (1, 2, 3, 4, 7, 8, 12, "lab0", "lab1", "benchmarks/adversarial_training.py"),
+        Recipe("standard", (1, 2, 3, 4, 7, 8, 12, 16, 17, "lab0", "lab1", "benchmarks/adversarial_training.py"),
                "the profile's standard model, rl.train.trained_model()", _trained()),
-        Recipe("standard-mlp4", (5,), "an MLP of width 4, rl.train.trained_model(arch='mlp', width=4)",
+        Recipe("standard-mlp4", (5, 17), "an MLP of width 4, rl.train.trained_model(arch='mlp', width=4)",
                _trained(arch="mlp", width=4)),
-        Recipe("pgd", (3, 4, "benchmarks/adversarial_training.py"),
+        Recipe("pgd", (3, 4, 16, 17, "benchmarks/adversarial_training.py"),
                "PGD adversarial training at the profile's eps, rl.training.robust_model()", _robust(method="pgd")),
         Recipe("fgsm-fast", (3,), "fast FGSM training, 10 epochs, eps ramp over 2",
                _robust(method="fgsm", epochs=10, eps_ramp_epochs=2)),
@@ -236,7 +236,7 @@ def _recipes() -> dict:
         Recipe("training-size", (3,), "standard and PGD training on 50-400 examples, "
                "rl.training.accuracy_against_training_size()", _training("accuracy_against_training_size")),
         Recipe("noise-0.12", (7,), "Gaussian noise training, sigma 0.12", _robust(method="noise", sigma=0.12)),
-        Recipe("noise-0.25", (3, 4, 7, "benchmarks/smoothing_certified_accuracy.py"),
+        Recipe("noise-0.25", (3, 4, 7, 14, "benchmarks/smoothing_certified_accuracy.py"),
                "Gaussian noise training, sigma 0.25", _robust(method="noise", sigma=0.25)),
         Recipe("noise-0.5", (7, "benchmarks/smoothing_certified_accuracy.py"),
                "Gaussian noise training, sigma 0.5", _robust(method="noise", sigma=0.5)),
@@ -299,10 +299,19 @@ def _recipes() -> dict:
                "rl.perceptual.lpips_net()", _call("perceptual.lpips", "lpips_net")),
         Recipe("pat-net", (16,), "PAT with the fixed LPIPS net at the default budget (0.5 on the digits), "
                "rl.perceptual.pat_model()", _call("perceptual.training", "pat_model")),
-        Recipe("pat-self", (16,), "PAT-self (the classifier's own features) at the default budget, "
-               "rl.perceptual.pat_model('self')", _call("perceptual.training", "pat_model", lpips="self")),
         # chapter 16: dual-manifold adversarial training
+        Recipe("pca-generator", (16,), "the PCA generator in logit space (16 latents on the digits), "
+               "rl.perceptual.pca_generator()", _call("perceptual.manifold", "pca_generator")),
+        *[Recipe(name, (16,), f"{what}, trained on the on-manifold digits, rl.perceptual.manifold_model({m!r})",
+                 _call("perceptual.manifold", "manifold_model", method=m))
+          for name, m, what in (("manifold-standard", "standard", "standard training"),
+                                ("manifold-pgd", "pgd", "PGD training, Linf 0.2"),
+                                ("omat", "omat", "on-manifold adversarial training (OM-AT), latent Linf 0.5"),
+                                ("dmat", "dmat", "dual-manifold adversarial training (DMAT), Linf 0.2 and latent 0.5"))],
         # chapter 17: policy smoothing
+        *[Recipe(f"policy-cem-{s:g}", (17,), f"linear CartPole policy fitted by the cross-entropy method under N(0, {s:g}^2) "
+                 f"observation noise, rl.smoothing.policy.fit_policy({s:g})", _call("smoothing.policy", "fit_policy", sigma=s))
+          for s in (0.0, 0.2)],
         # chapter 17: distribution shift and interpretation
         # chapter 17: robustness bias and abstaining classifiers
         Recipe("standard-seed2", (17,), "the profile's standard model from seed 2 (seed-to-seed spread of the bias; "

@@ -21,6 +21,13 @@ certify the majority vote.
   noise on the flows between neighbouring pixels of a unit-mass image, certified Wasserstein radii.
 * :mod:`robustlab.smoothing.fractional` -- the deterministic certificate for Lp threats with
   0 < p < 1 on quantized inputs (Levine and Feizi), its design an integer program.
+* :mod:`robustlab.smoothing.second_order` -- second-order smoothing (SoS: the gradient norm of
+  the smoothed probability as a second constraint) and Gaussian dipole smoothing (Levine et al.).
+* :mod:`robustlab.smoothing.confidence` -- CDF smoothing: certified lower bounds on the expected
+  confidence (softmax score or margin) of the smoothed classifier (Kumar et al.).
+* :mod:`robustlab.smoothing.policy` -- policy smoothing for reinforcement learning (Kumar,
+  Levine and Feizi): Gaussian noise on every observation, the certified total reward under an
+  episode L2 budget on a vectorized CartPole.
 
 Every certifier returns the shared :class:`robustlab.certificates.Certificate`.
 """
@@ -33,3 +40,5 @@ from . import patch
 from . import l1
 from . import fractional
 from . import wasserstein
+from . import second_order, confidence
+from . import policy

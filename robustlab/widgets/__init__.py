@@ -27,3 +27,5 @@ from .patch import AblationBudgetExplorer, PatchVoteExplorer; __all__ += ["Patch
 from .l1 import DSSNExplorer; __all__ += ["DSSNExplorer"]  # noqa: E402,E702
 from .perceptual import PerceptualBudgetExplorer; __all__ += ["PerceptualBudgetExplorer"]  # noqa: E402,E702
 from .lipschitz import ConvBoundExplorer; __all__ += ["ConvBoundExplorer"]  # noqa: E402,E702
+from .policy import PolicySmoothingExplorer; __all__ += ["PolicySmoothingExplorer"]  # noqa: E402,E702
+from .second_order import SecondOrderExplorer; __all__ += ["SecondOrderExplorer"]  # noqa: E402,E702
