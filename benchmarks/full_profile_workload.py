@@ -241,6 +241,19 @@ def workload(rel: dict) -> dict:
         "14": [("CERTIFY for Cohen and SoS (shared samples), dipole and CDF smoothing: 3 x n_certify x "
                 "(100 + n_smoothing) (noise-0.25 from chapter 3)", 3 * nc * (100 + ns), False),
                ("the 2-D band demo (an analytic classifier, NumPy)", 0.0, False)],
+        # chapter 15: an SOC layer costs about as many convolutions as its Taylor terms (5 in
+        # training, 12 in evaluation): the SOC network is counted at 5 and 12 times the CNN
+        "15": [("train the SOC network, 20 epochs", 20 * N_TRAIN * FB * 5, True),
+               ("SOC certificates and APGD-CE / PGD-20 inside them, SOC and IBP models, n_eval inputs",
+                n * (12 + (100 + 20) * FB * 12) + n * (100 + 20) * FB * rel["mlp16"], False),
+               ("train the softplus MLPs: cross-entropy, regularizer and CRT (30 epochs; CRT with a 10 x 5-step "
+                "curvature attack; a curvature term counted as 3 passes; counted at the MLP's cost)",
+                30 * N_TRAIN * FB * rel["mlp"] * (1 + 3 + (50 + 3)), True),
+               ("CRC on 2 models: n_eval inputs x 9 other classes x 10 x 5 gradient steps (MLP)",
+                2 * n * 9 * 50 * FB * rel["mlp"], False),
+               ("low-curvature study: 6 activations x 20 epochs of PGD-10 training of the MLP (width 16) and "
+                "the ensemble on n_eval", 6 * (20 * N_TRAIN * 11 * FB + ensemble_fe(n, True)) * rel["mlp16"], True),
+               ("conv-norm timings and the widget (single kernels)", 0.0, False)],
         # chapter 16: an LPIPS step costs a forward and backward pass of the classifier and of the
         # LPIPS network (the profile's CNN), counted as 2 x FB; its tables use n_eval // 6 inputs
         "16": [("train the LPIPS network (the profile's CNN, seed 1)", E * N_TRAIN * FB, True),

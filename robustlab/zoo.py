@@ -242,7 +242,7 @@ def _recipes() -> dict:
                "Gaussian noise training, sigma 0.5", _robust(method="noise", sigma=0.5)),
         Recipe("noise-0.25-mlp", ("lab3",), "Gaussian noise training of the MLP, sigma 0.25",
                _robust(method="noise", sigma=0.25, arch="mlp")),
-        Recipe("ibp", (5, "lab3"), "IBP certified training at the default eps (0.1), ibp_trained_model()",
+        Recipe("ibp", (5, 15, "lab3"), "IBP certified training at the default eps (0.1), ibp_trained_model()",
                _ibp()),
         Recipe("dual", (5,), "certified training with the dual bound (Kolter and Wong) at the default eps (0.1), "
                "dual_trained_model()", _dual()),

@@ -376,3 +376,52 @@ def test_milp_margin_is_never_above_the_exact_minimum_by_enumeration():
         assert lp <= value + 1e-9
         gaps.append(exact - lp)
     assert max(gaps) > 1e-3, "the relaxation is not exact here, so the MILP's branching is exercised"
+
+
+# --------------------------------------------------------------------------- IBP under an L2 ball
+
+
+def test_ibp_under_l2_is_sound_against_attacks():
+    train, test = rl.data.load("digits")
+    model = rl.models.build("mlp", "digits", width=2)
+    rl.train.fit(model, train, epochs=3, progress=False)
+    x = rl.data.subset(test, 40, seed=0).x
+    cert = B.ibp_l2_certify(model, x)
+    assert cert.method == "ibp-l2" and cert.unit == rl.certificates.UNITS["l2"] and cert.alpha is None
+    ok = cert.radius > 0
+    assert int(ok.sum()) >= 10, "not vacuous: interval bounds certify some digits"
+    pred, r = cert.prediction[ok], cert.radius[ok].float()
+    x_adv = rl.attacks.pgd(model, x[ok], pred, eps=r, norm="l2", steps=40, restarts=2, seed=0)
+    assert (rl.train.predict(model, x_adv) == pred).all(), "PGD changed a prediction inside the IBP radius"
+    x_cw = rl.attacks.cw_l2(model, x[ok], pred)
+    flipped = rl.train.predict(model, x_cw) != pred
+    assert ((x_cw - x[ok]).flatten(1).norm(dim=1)[flipped] >= r[flipped] - 1e-5).all()
+    # the interval bounds of the L2 ball are never looser than those of the box around it
+    linf = B.certify(model, x, None, eps=0.02)
+    assert bool(((cert.radius >= 0.02) | (linf.radius == 0)).all())
+
+
+def test_ibp_under_l2_is_exact_for_a_linear_model():
+    # no hidden layer: the radius is the distance to the nearest of the K - 1 hyperplanes
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4)).double()
+    x = 0.3 + 0.4 * torch.rand(30, 6, generator=gen, dtype=torch.float64)
+    cert = B.ibp_l2_certify(model, x, max_radius=10.0, steps=50)
+    with torch.no_grad():
+        z, w = model(x), model[1].weight
+    pred = z.argmax(1)
+    dist = (z.gather(1, pred[:, None]) - z) / (w[pred][:, None] - w[None]).norm(dim=2).clamp_min(1e-30)
+    exact = dist.scatter(1, pred[:, None], math.inf).amin(1)
+    assert torch.equal(cert.prediction, pred)
+    assert bool((cert.radius <= exact).all()) and torch.allclose(cert.radius, exact, atol=1e-9)
+
+
+def test_ibp_under_l2_checks_its_arguments():
+    model = tiny_net()
+    with pytest.raises(ValueError, match="max_radius"):
+        B.ibp_l2_certify(model, torch.rand(2, 1, 4, 4), max_radius=0.0)
+    with pytest.raises(ValueError, match="x"):
+        B.ibp_l2_certify(model, torch.rand(2, 1, 4, 4) + 2)
+    with pytest.raises(TypeError):
+        B.ibp_l2_certify(nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 2)),
+                         torch.rand(2, 1, 4, 4))

@@ -177,7 +177,7 @@ def test_with_zero_curvature_the_dual_gives_the_exact_linear_distance():
     assert torch.allclose(radius, exact, rtol=1e-6)
 
 
-def boundary_distance_2d(model, x0, label, target=None, n_angles=720, r_max=6.0, n_radii=600):
+def boundary_distance_2d(model, x0, label, target=None, n_angles=360, r_max=6.0, n_radii=300):
     """Brute force: the smallest radius along any of n_angles rays where the prediction leaves
     ``label`` (or, with ``target``, where z_label <= z_target), refined by bisection."""
     theta = torch.linspace(0, 2 * math.pi, n_angles + 1, dtype=torch.float64)[:-1]
@@ -199,7 +199,7 @@ def boundary_distance_2d(model, x0, label, target=None, n_angles=720, r_max=6.0,
     first = hit.float().argmax(1)
     hi = radii[first]
     lo = torch.where(first > 0, radii[(first - 1).clamp_min(0)], torch.zeros_like(hi))
-    for _ in range(40):
+    for _ in range(30):
         mid = (lo + hi) / 2
         b = bad(x0 + mid[:, None] * dirs)
         hi, lo = torch.where(b, mid, hi), torch.where(b, lo, mid)
@@ -251,7 +251,7 @@ def test_the_runner_up_certificate_overclaims_where_the_all_class_one_does_not()
 def digits_model():
     train, test = rl.data.load("digits")
     model = C.curvature_mlp("digits", hidden=32, seed=0)
-    rl.train.fit(model, train, epochs=6, lr=3e-3, loss_fn=C.CRTLoss(gamma=0.01, eps=0.3, steps=5, inner=3),
+    rl.train.fit(model, train, epochs=4, lr=3e-3, loss_fn=C.CRTLoss(gamma=0.01, eps=0.3, steps=5, inner=3),
                  progress=False)
     return model.eval(), rl.data.subset(test, 48, seed=0)
 
@@ -292,22 +292,6 @@ def test_the_curvature_attack_finds_the_exact_minimum_of_a_linear_margin():
     expected = f(x0) - eps * (a[0] - a[1]).norm()
     assert ((x_adv - x0).norm(dim=1) <= eps + 1e-9).all()
     assert torch.allclose(f(x_adv), expected, atol=1e-4)
-
-
-def test_ibp_under_l2_is_sound():
-    train, test = rl.data.load("digits")
-    model = rl.models.build("mlp", "digits", width=2)
-    rl.train.fit(model, train, epochs=3, progress=False)
-    x = rl.data.subset(test, 40, seed=0).x
-    cert = C.ibp_l2_certify(model, x)
-    assert cert.method == "ibp-l2" and (cert.radius > 0).any()
-    ok = cert.radius > 0
-    pred = cert.prediction[ok]
-    x_adv = rl.attacks.pgd(model, x[ok], pred, eps=cert.radius[ok].float(), norm="l2", steps=60, restarts=3, seed=0)
-    assert (rl.train.predict(model, x_adv) == pred).all()
-    x_cw = rl.attacks.cw_l2(model, x[ok], pred)
-    flipped = rl.train.predict(model, x_cw) != pred
-    assert ((x_cw - x[ok]).flatten(1).norm(dim=1)[flipped] >= cert.radius[ok][flipped] - 1e-5).all()
 
 
 # --------------------------------------------------------------------------- training

@@ -143,22 +143,22 @@ def test_the_networks_measured_constant_stays_below_its_bound(trained):
 
 def test_no_attack_succeeds_inside_the_certificate_and_attacks_succeed_beyond_it(trained):
     net, test = trained
-    x, y = test.x[:150], test.y[:150]
+    x, y = test.x[:80], test.y[:80]
     cert = S.certify(net, x)
     assert cert.unit == UNITS["l2"] and cert.alpha is None
     ok = cert.correct(y) & (cert.radius > 1e-3)
-    assert int(ok.sum()) >= 60, "the small network certifies many digits"
+    assert int(ok.sum()) >= 30, "the small network certifies many digits"
     xs, ys, r = x[ok], y[ok], cert.radius[ok].float()
     inside = 0.999 * r
-    x_pgd = rl.attacks.pgd(net, xs, ys, eps=inside, norm="l2", steps=40, restarts=3, seed=0)
+    x_pgd = rl.attacks.pgd(net, xs, ys, eps=inside, norm="l2", steps=25, restarts=2, seed=0)
     assert bool(((x_pgd - xs).flatten(1).norm(dim=1) <= inside + 1e-5).all())
     assert torch.equal(rl.train.predict(net, x_pgd), ys), "PGD changed a certified prediction"
-    x_cw = rl.attacks.cw_l2(net, xs, ys, binary_steps=6, steps=100)
+    x_cw = rl.attacks.cw_l2(net, xs, ys, binary_steps=4, steps=60)
     changed = rl.train.predict(net, x_cw) != ys
     dist = (x_cw - xs).flatten(1).norm(dim=1)
     assert bool((dist[changed] >= r[changed] * (1 - 1e-4)).all()), "CW found an adversarial inside the radius"
     # non-vacuity: at a few times the radius, the attacks do succeed on some inputs
-    x_far = rl.attacks.pgd(net, xs, ys, eps=4 * r, norm="l2", steps=40, restarts=1, seed=0)
+    x_far = rl.attacks.pgd(net, xs, ys, eps=4 * r, norm="l2", steps=20, restarts=1, seed=0)
     assert float((rl.train.predict(net, x_far) != ys).float().mean()) > 0.2
 
 

@@ -25,6 +25,9 @@ Tedrake, 2019), NP-hard in general (Katz et al., 2017). Every method here comput
 * :func:`certify` and :func:`certified_accuracy` -- the certificate of a batch, as the
   shared :class:`robustlab.certificates.Certificate` (the network's own prediction,
   radius ``eps`` where certified and 0 elsewhere, in ``UNITS["linf"]``).
+* :func:`ibp_l2_certify` -- the largest :math:`L_2` radius interval bounds certify (the
+  first layer bounded over the ball exactly), a baseline for the :math:`L_2` certificates
+  of chapter 15.
 * :class:`IBPLoss` and :func:`ibp_trained_model` -- certified training with IBP.
 * :class:`DualLoss` and :func:`dual_trained_model` -- certified training with the dual
   bound (Wong and Kolter, 2018).
@@ -33,7 +36,7 @@ The networks handled are ``nn.Sequential`` stacks of an optional
 :class:`robustlab.models.Normalize`, ``Flatten``, then ``Linear``, ``ReLU``, ...,
 ``Linear`` (the layout of :class:`robustlab.models.MLP`). :func:`relu_network` turns such a
 model into its list of affine maps, folding the normalization exactly into the first one.
-Only the :math:`L_\infty` threat model is supported.
+The threat model is :math:`L_\infty`, except for :func:`ibp_l2_certify`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from .._validate import (
     check_labels,
     check_model,
     check_nonneg,
+    check_positive,
     check_positive_int,
     check_probability,
     parse_norm,
@@ -80,6 +84,7 @@ __all__ = [
     "margin_bounds",
     "certify",
     "certified_accuracy",
+    "ibp_l2_certify",
     "IBPLoss",
     "IBP_RECIPES",
     "ibp_trained_model",
@@ -900,6 +905,76 @@ def certified_accuracy(model: nn.Module, data, eps: float, method: str = "ibp", 
         raise TypeError(f"data must be a Split or an (x, y) pair of tensors, got {type(data).__name__}")
     eps = float(check_nonneg(eps, "eps", allow_tensor=False))
     return certify(model, data[0], data[1], eps, method, **kwargs).certified_accuracy(data[1], at=eps)
+
+
+# --------------------------------------------------------------------------- IBP under an L2 ball
+
+
+@torch.no_grad()
+def ibp_l2_certify(model: nn.Module, x: torch.Tensor, *, max_radius: float = 4.0, steps: int = 30) -> Certificate:
+    r"""The largest L2 radius interval bounds certify, per input, for a ReLU network (a baseline).
+
+    Over :math:`\{\|x' - x\|_2 \le r\} \cap [0, 1]^d` the first pre-activations lie in
+    :math:`W_1 x + b_1 \pm r \|W_{1,j}\|_2` (exact for the ball), intersected with the interval
+    of the box :math:`[x - r, x + r] \cap [0, 1]^d`; interval propagation
+    (:func:`ibp_margin_bounds`) does the rest. Certification at
+    :math:`r` implies it at every smaller radius, so ``steps`` bisections on
+    :math:`[0, \text{max\_radius}]` find the radius; the returned one is certified
+    (closed ball). A network without hidden layers gets the exact linear bound
+    :math:`z_{\hat y} - z_j - r\|W_{\hat y} - W_j\|_2`. Prediction: the network's argmax; unit
+    ``UNITS["l2"]``. Chapter 15 compares the Lipschitz-margin and curvature certificates
+    against it.
+
+    Examples
+    --------
+    >>> import robustlab as rl
+    >>> model = rl.models.build("mlp", "digits", width=1)
+    >>> cert = ibp_l2_certify(model, torch.rand(3, 1, 8, 8))
+    >>> cert.unit, cert.method, bool((cert.radius >= 0).all())
+    ('L2 pixels', 'ibp-l2', True)
+    """
+    check_model(model)
+    check_images(x, "x")
+    check_positive(max_radius, "max_radius")
+    check_positive_int(steps, "steps")
+    net = relu_network(model, tuple(x.shape[1:]))
+    device, dtype = net.weights[0].device, net.weights[0].dtype
+    x_flat = x.detach().to(device=device, dtype=dtype).flatten(1)
+    pred = net.forward(x_flat).argmax(1)
+    w1, b1 = net.weights[0], net.biases[0]
+    row_norms = w1.norm(dim=1)
+
+    def certified(r):
+        if net.depth == 1:
+            z = x_flat @ w1.T + b1
+            pair = (w1[pred][:, None, :] - w1[None]).norm(dim=2)
+            margin = z.gather(1, pred[:, None]) - z - r[:, None] * pair
+            return margin.scatter(1, pred[:, None], math.inf).amin(1) > 0
+        lo_box, hi_box = (x_flat - r[:, None]).clamp(0, 1), (x_flat + r[:, None]).clamp(0, 1)
+        lo1, hi1 = _affine_interval(w1, b1, lo_box, hi_box)
+        centre = x_flat @ w1.T + b1
+        lo, hi = torch.maximum(lo1, centre - r[:, None] * row_norms), torch.minimum(hi1, centre + r[:, None] * row_norms)
+        lowers, uppers = [lo], [hi]
+        for w, b in zip(net.weights[1:-1], net.biases[1:-1]):
+            lo, hi = _affine_interval(w, b, lo.clamp_min(0), hi.clamp_min(0))
+            lowers.append(lo)
+            uppers.append(hi)
+        lowers.append(None)
+        uppers.append(None)
+        margin = ibp_margin_bounds(net, x_flat, pred, 0.0, bounds=LayerBounds(tuple(lowers), tuple(uppers)))
+        margin = margin.scatter(1, pred[:, None], math.inf)
+        return margin.amin(1) > 0
+
+    lo = torch.zeros(x_flat.shape[0], dtype=dtype, device=device)
+    hi = torch.full_like(lo, float(max_radius))
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        ok = certified(mid)
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    radius = torch.where(certified(lo), lo, torch.zeros_like(lo))
+    return Certificate(_models.to_input(x, pred), _models.to_input(x, radius.double()), UNITS["l2"], "ibp-l2",
+                       alpha=None, stats={"max_radius": float(max_radius)})
+
 
 
 # --------------------------------------------------------------------------- certified training

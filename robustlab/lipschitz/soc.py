@@ -323,10 +323,11 @@ class SpectralLinear(nn.Linear):
 
 
 #: Architecture and training per profile. The digits: width 8, 2 SOC layers per stage, three
-#: stages (8 -> 4 -> 2 -> 1), 30 epochs of Adam at 2e-3 (about 20 s on one CPU thread);
+#: stages (8 -> 4 -> 2 -> 1), 20 epochs of Adam at 2e-3 (about 15 s on one CPU thread;
+#: chapter 15 must run in about a minute cold);
 #: MNIST: width 32, two stages (28 -> 14 -> 7), 20 epochs at 1e-3.
 SOC_RECIPES = {
-    "quick": dict(width=8, blocks=2, stages=3, epochs=30, lr=2e-3),
+    "quick": dict(width=8, blocks=2, stages=3, epochs=20, lr=2e-3),
     "full": dict(width=32, blocks=2, stages=2, epochs=20, lr=1e-3),
 }
 
