@@ -267,6 +267,21 @@ def workload(rel: dict) -> dict:
                ("on-manifold table: 4 models x (Linf ensemble, 2 latent PGD-20, LPA, flow-20)",
                 4 * (ensemble_fe(n // 6, True) + (n // 6) * (40 * FB + 100 * 2 * FB + 20 * FB)), False),
                ("widget snapshots (8 inputs x 4 budgets of LPA)", 8 * 4 * 100 * 2 * FB, False)],
+        # chapter 17: the CartPole policy is linear (NumPy, not counted); the shift and interpretation
+        # models are MLPs (counted at the MLP's cost); the bias and CARL models fine-tune the CNN
+        "17": [("policy smoothing: CEM fits and 5,000 + 1,800 episodes per sigma (a linear policy, NumPy)", 0.0, False),
+               ("train the shift model (MLP, 10 epochs under randomized brightness and translation)",
+                10 * N_TRAIN * FB * rel["mlp"], True),
+               ("certified accuracy under shift: 8 settings x 20,000 draws, and the grid check",
+                (8 * 20_000 + 60 * 200 * 20) * rel["mlp"], False),
+               ("sparsified SmoothGrad certificates: 24 inputs x 2 maps x 1,000 gradients, and PGD on the overlap",
+                (24 * 2 * 1000 + 24 * 10 * 200) * FB * rel["mlp4"], False),
+               ("robustness bias: DeepFool + PGD-20 bisection on 3 models, and smoothing (n = 600) on n_eval",
+                3 * n * 180 * FB + n * 600, False),
+               ("fine-tune the bias models (3 epochs, the regularizer's gradient counted as 4 passes) and CARL "
+                "(2 epochs, 3-step PGD)", (2 * 3 * 4 + 2 * 2 * 6) * N_TRAIN * FB, True),
+               ("abstention: the attack demo and the trade-off table (5 models, 20-step attacks) on n_eval / 2",
+                (n // 2) * 240 * FB + 5 * (n // 2) * 80 * FB, False)],
     }
     return chapters
 

@@ -30,6 +30,17 @@ Modules (one per concept of the course map):
   partition-aggregation certificates (DPA, SS-DPA, Finite Aggregation).
 * :mod:`robustlab.influence` -- influence functions (inverse-Hessian-vector products,
   leave-one-out comparisons, the fragility study).
+* :mod:`robustlab.lipschitz` -- operator norms, the conv spectral bound (CONV-SV), skew
+  orthogonal convolutions and 1-Lipschitz networks, curvature bounds and certificates.
+* :mod:`robustlab.perceptual` -- LPIPS as a threat model, perceptual attacks (PPGD, LPA),
+  perceptual and dual-manifold adversarial training.
+* :mod:`robustlab.shift` -- certified accuracy under distribution shift (a model randomized
+  over brightness or translation).
+* :mod:`robustlab.interpret` -- sparsified SmoothGrad and its certified top-K overlap.
+* :mod:`robustlab.fairness` -- robustness bias: distances to the boundary per class, the
+  bias measure and its regularizer.
+* :mod:`robustlab.abstain` -- classifiers with an abstain output (CARL), abstention-aware
+  attacks and the accuracy / abstention / robustness trade-off.
 * :mod:`robustlab.certificates` -- the one result type of every certifier (prediction,
   abstain, radius in a named unit, alpha, the method's statistics), certified accuracy and
   its plot.
@@ -97,16 +108,16 @@ Every argument is checked (``robustlab._validate``): a wrong one raises ``ValueE
 ``TypeError`` naming it; NumPy integers and floats are accepted wherever Python ones are.
 """
 
-from . import (attacks, cache, certificates, certify, config, data, features, influence, lipschitz, models, norms,
-               oracles, patch_detection, plot, poisoning, robuststats, smoothing, stats, theory, train, training, votes,
-               widgets, zoo)
+from . import (abstain, attacks, cache, certificates, certify, config, data, fairness, features, influence, interpret,
+               lipschitz, models, norms, oracles, patch_detection, perceptual, plot, poisoning, robuststats, shift,
+               smoothing, stats, theory, train, training, votes, widgets, zoo)
 from .config import cache_dir, profile, set_cache_dir, set_data_dir, set_profile, set_progress, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certificates", "certify", "config", "data", "features", "influence", "lipschitz", "models", "norms",
-    "oracles", "patch_detection", "plot",
+    "abstain", "attacks", "certificates", "certify", "config", "data", "fairness", "features", "influence",
+    "interpret", "lipschitz", "models", "norms", "oracles", "patch_detection", "perceptual", "plot", "shift",
     "poisoning", "robuststats", "smoothing", "stats", "theory", "train", "training", "votes", "widgets",
     "profile", "set_profile", "cache_dir", "set_cache_dir", "set_data_dir", "set_progress", "set_threads",
     "__version__",

@@ -26,10 +26,13 @@ class*, with :math:`z` the logits, :math:`z_\bot` the last:
 * ``"switch"``: ``"plain"`` for the first half of the steps, ``"abstain"`` after;
 * ``"interp"``: the linear interpolation from ``"plain"`` to ``"abstain"`` over the steps;
 
-and :func:`abstain_targeted` runs targeted PGD at the top wrong classes, whose success
-(the target wins, over :math:`y` and :math:`\bot` alike) is a wrong class by definition.
-:func:`evaluate` reports the *union*: an input counts as an adversarial error if any
-attack finds a wrong class.
+and :func:`abstain_targeted` runs targeted PGD (or, ``method="apgd"``, targeted Auto-PGD,
+the package's strongest gradient attack, :func:`robustlab.attacks.apgd`) at the top wrong
+classes, whose success (the target wins, over :math:`y` and :math:`\bot` alike) is a
+wrong class by definition. An untargeted attack from the package (APGD, the ensemble)
+cannot be used as it is: its success, "not the label", includes abstaining, and it
+stops there. :func:`evaluate` reports the *union*: an input counts as an adversarial
+error if any attack finds a wrong class.
 
 *CARL* (Combined Abstention Robustness Learning) trains the classifier and its abstain
 region jointly: :class:`CARLLoss`, a loss object for :func:`robustlab.train.fit`,
@@ -62,15 +65,16 @@ from .attacks._common import (_BestIterate, _eps_flat, _generator, _prepare, _ra
                               eval_mode)
 from .certificates import ABSTAIN
 
-__all__ = ["ABSTAIN", "VARIANTS", "DEFAULT_UNION", "ADV_LOSSES", "abstain_model", "predict", "abstain_margin",
+__all__ = ["ABSTAIN", "VARIANTS", "DEFAULT_UNION", "ADV_LOSSES", "abstain_model", "with_abstain_output", "predict", "abstain_margin",
            "carl_adversarial_loss", "abstain_pgd", "abstain_targeted", "evaluate", "AbstainEvaluation",
            "MarginAbstainer", "CARLLoss", "carl_model", "tradeoff_table"]
 
 VARIANTS = ("plain", "abstain", "sum", "switch", "interp")
 """The objectives of :func:`abstain_pgd` (see the module docstring)."""
 
-DEFAULT_UNION = ("sum", "switch", "interp", "targeted")
-"""The attacks :func:`evaluate` runs by default; ``"targeted"`` is :func:`abstain_targeted`."""
+DEFAULT_UNION = ("sum", "switch", "interp", "targeted", "apgd-targeted")
+"""The attacks :func:`evaluate` runs by default; ``"targeted"`` is :func:`abstain_targeted`
+(PGD), ``"apgd-targeted"`` the same with targeted APGD-CE."""
 
 ADV_LOSSES = ("sum", "prodlog")
 
@@ -93,6 +97,36 @@ def abstain_model(arch: str | None = None, dataset: str | None = None, *, width:
     holder = model.get_submodule(parent) if parent else model
     setattr(holder, child, torch.nn.Linear(old.in_features, old.out_features + 1))
     return model
+
+
+def with_abstain_output(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a trained classifier with one more output, :math:`z_\\bot`, the last.
+
+    The copy's first ``C`` logits are exactly ``model``'s (its last linear layer's rows are
+    copied); the abstain row is their mean, so that :math:`z_\\bot = \\frac1C\\sum_j z_j`
+    starts below the largest logit (nothing is abstained at first, except on exact ties)
+    and close enough to it that the gradient of :func:`carl_adversarial_loss` reaches it
+    (a logit far below the others gets almost none). Fine-tuning with :class:`CARLLoss`
+    teaches it where to abstain (:func:`carl_model` with ``init="pgd"``).
+
+    >>> base = _models.build("mlp", "digits", width=2)
+    >>> x = torch.rand(3, 1, 8, 8)
+    >>> torch.allclose(with_abstain_output(base)(x)[:, :10], base(x))
+    True
+    """
+    import copy
+
+    check_model(model)
+    out = copy.deepcopy(model)
+    name = [n for n, m in out.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    old = out.get_submodule(name)
+    new = torch.nn.Linear(old.in_features, old.out_features + 1).to(old.weight.device, old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([old.weight, old.weight.mean(0, keepdim=True)]))
+        new.bias.copy_(torch.cat([old.bias, old.bias.mean(0, keepdim=True)]))
+    parent, _, child = name.rpartition(".")
+    setattr(out.get_submodule(parent) if parent else out, child, new)
+    return out
 
 
 def _split(logits: torch.Tensor):
@@ -280,21 +314,35 @@ def abstain_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
 
 
 def abstain_targeted(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str = "linf",
-                     steps: int = 10, n_targets: int = 3, seed: int | None = None) -> torch.Tensor:
-    r"""Targeted PGD (:func:`robustlab.attacks.pgd`, CW loss) at each of the ``n_targets`` top wrong classes.
+                     steps: int = 10, n_targets: int = 3, method: str = "pgd", seed: int | None = None) -> torch.Tensor:
+    r"""A targeted attack at each of the ``n_targets`` top wrong classes: PGD or APGD.
 
     The targets are the wrong classes of largest clean logit (never :math:`\bot`). A
     targeted success means the target beats every other output, :math:`y` and :math:`\bot`
     included, so it is a wrong answer in the abstain setting with no change to the attack;
-    the first target that succeeds is kept per input. Costs ``n_targets`` PGD runs.
+    the first target that succeeds is kept per input. ``method="pgd"``:
+    :func:`robustlab.attacks.pgd` with the CW loss toward the target; ``method="apgd"``:
+    :func:`robustlab.attacks.apgd` with the targeted cross-entropy
+    :math:`-\log p_t`, which pushes :math:`z_t` above every output, :math:`z_\bot` included
+    (the targeted DLR loss compares :math:`z_t` with :math:`z_y` only). Costs ``n_targets``
+    runs of ``steps`` steps.
+
+    Examples
+    --------
+    >>> model = abstain_model("mlp", "digits", width=2)
+    >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    >>> x_adv = abstain_targeted(model, x, y, eps=0.1, steps=5, method="apgd", seed=0)
+    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+    True
     """
-    from .attacks import pgd
+    from .attacks import apgd, pgd
 
     x_in = x
     check_model(model)
     check_images(x, "x")
     check_labels(y, "y", batch_size=x.shape[0])
     check_positive_int(n_targets, "n_targets")
+    check_choice(method, "method", ("pgd", "apgd"))
     dev_x = _models.to_model(model, x.detach())
     y_dev = y.to(dev_x.device)
     k = _check_abstain_outputs(model, dev_x)
@@ -310,8 +358,13 @@ def abstain_targeted(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
             break
         t = order[todo, j]
         e = eps[todo.to(eps.device)] if isinstance(eps, torch.Tensor) and eps.dim() == 1 else eps
-        out = pgd(model, dev_x[todo], y_dev[todo], eps=e, norm=norm, steps=steps, targets=t, loss="cw",
-                  seed=None if seed is None else seed + j)
+        run_seed = None if seed is None else seed + j
+        if method == "pgd":
+            out = pgd(model, dev_x[todo], y_dev[todo], eps=e, norm=norm, steps=steps, targets=t, loss="cw",
+                      seed=run_seed)
+        else:
+            out = apgd(model, dev_x[todo], y_dev[todo], eps=e, norm=norm, steps=steps, targets=t, loss="ce",
+                       seed=run_seed)
         with torch.no_grad(), eval_mode(model):
             hit = model(out).argmax(1) == t
         best[todo[hit]] = out[hit]
@@ -355,26 +408,31 @@ class AbstainEvaluation:
 
 
 def _named_attack(name, norm, steps, n_targets, seed):
-    if name == "targeted":
+    if name in ("targeted", "apgd-targeted"):
+        method = "pgd" if name == "targeted" else "apgd"
         return lambda m, x, y, *, eps: abstain_targeted(m, x, y, eps=eps, norm=norm, steps=steps, n_targets=n_targets,
-                                                        seed=seed)
-    check_choice(name, "attacks", VARIANTS + ("targeted",))
+                                                        method=method, seed=seed)
+    check_choice(name, "attacks", VARIANTS + ("targeted", "apgd-targeted"))
     return lambda m, x, y, *, eps: abstain_pgd(m, x, y, eps=eps, norm=norm, variant=name, steps=steps, seed=seed)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
              attacks=DEFAULT_UNION, steps: int = 100, n_targets: int = 3, seed: int = 0, batch_size: int = 512,
-             progress: bool | None = None) -> AbstainEvaluation:
+             progress: bool | None = None, cache: bool = False) -> AbstainEvaluation:
     r"""Accuracy, abstention and adversarial error (the union of ``attacks``) of an abstaining classifier.
 
     Every attack runs on every input (an attack that fails on an input may still make
     another abstain, which the robust accuracy counts), and each output is checked
     against the contract (in [0, 1], within ``eps``). ``attacks`` holds names from
-    :data:`VARIANTS` and ``"targeted"``, ``(name, attack)`` pairs or attacks
+    :data:`VARIANTS`, ``"targeted"`` and ``"apgd-targeted"``, ``(name, attack)`` pairs or attacks
     ``attack(model, x, y, *, eps) -> x_adv`` that follow the package's contract (e.g. a
     plain :func:`robustlab.attacks.pgd`, which knows nothing of abstention: its outputs
     are judged in the abstain setting all the same). ``steps`` is the named attacks'
-    number of PGD steps (100 in the reference evaluation).
+    number of PGD steps (100 in the reference evaluation). ``cache=True`` (named attacks
+    only; they are seeded) stores the evaluation in the cache's ``curves`` folder under a
+    key of the settings, the model's ``repr`` and weights, and the data, and loads it on a
+    later call; a model whose behaviour depends on other attributes must show them in its
+    ``repr`` (as :class:`MarginAbstainer` shows its threshold).
     """
     check_model(model)
     check_images(x, "x")
@@ -396,10 +454,25 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         elif callable(a):
             parts.append((getattr(a, "__name__", "attack"), a))
         else:
-            raise TypeError(f"attacks must hold names {list(VARIANTS) + ['targeted']}, (name, attack) pairs or "
+            raise TypeError(f"attacks must hold names {list(VARIANTS) + ['targeted', 'apgd-targeted']}, (name, attack) pairs or "
                             f"callables attack(model, x, y, *, eps), got {a!r}")
     if not parts:
         raise ValueError("attacks must name at least one attack")
+    path = None
+    if cache:
+        from . import cache as _cache
+
+        if not all(isinstance(a, str) for a in attacks):
+            raise ValueError("cache=True needs attacks given by name (a callable has no stable key)")
+        settings = {"what": "abstain_evaluate", "format": 1, "model": repr(model), "eps": float(eps), "norm": norm,
+                    "attacks": list(attacks), "steps": steps, "n_targets": n_targets, "seed": seed,
+                    "batch_size": batch_size}
+        path = _cache.entry("curves", settings, *model.state_dict().values(), x.detach().cpu(), y.cpu())
+        blob = _cache.load(path)
+        if blob is not None:
+            return AbstainEvaluation(**{k: v for k, v in blob.items() if k not in ("error", "abstained")},
+                                     error=_to_input(x, blob["error"]),
+                                     abstained_under_attack=_to_input(x, blob["abstained"]))
     xc, yc = x.detach().cpu(), y.cpu()
     n = len(yc)
     pred = predict(model, xc).cpu()
@@ -437,11 +510,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         per_attack[name] = float(err_a.float().mean()) if n else 0.0
         error |= err_a
     abstained &= correct & ~error
-    return AbstainEvaluation(eps=float(eps), norm=norm, n=n, accuracy=float(correct.float().mean()),
-                             abstention=float((pred == ABSTAIN).float().mean()),
-                             adversarial_error=float(error.float().mean()), robust_accuracy=float(kept.float().mean()),
-                             per_attack=per_attack, error=_to_input(x, error),
-                             abstained_under_attack=_to_input(x, abstained))
+    rates = dict(eps=float(eps), norm=norm, n=n, accuracy=float(correct.float().mean()) if n else 0.0,
+                 abstention=float((pred == ABSTAIN).float().mean()) if n else 0.0,
+                 adversarial_error=float(error.float().mean()) if n else 0.0,
+                 robust_accuracy=float(kept.float().mean()) if n else 0.0, per_attack=per_attack)
+    if path is not None:
+        from . import cache as _cache
+
+        _cache.store(path, {**rates, "error": error, "abstained": abstained})
+    return AbstainEvaluation(**rates, error=_to_input(x, error), abstained_under_attack=_to_input(x, abstained))
 
 
 class MarginAbstainer(torch.nn.Module):
@@ -461,6 +538,9 @@ class MarginAbstainer(torch.nn.Module):
         check_model(model)
         check_nonneg(threshold, "threshold", allow_tensor=False)
         self.model, self.threshold = model, float(threshold)
+
+    def extra_repr(self) -> str:  # the threshold is in the repr, so cached evaluations are keyed by it
+        return f"threshold={self.threshold!r}"
 
     def forward(self, x):
         z = self.model(x)
@@ -548,10 +628,11 @@ class CARLLoss:
 
 
 def carl_model(lam: float = 1.0, eps: float | None = None, *, norm: str = "linf", steps: int | None = None,
-               adv_loss: str = "sum", grad_penalty: float = 0.02, dataset: str | None = None, arch: str | None = None,
-               width: int | None = None, epochs: int | None = None, seed: int = 0, device=None,
+               adv_loss: str = "sum", grad_penalty: float = 0.02, init: str | None = None,
+               dataset: str | None = None, arch: str | None = None, width: int | None = None,
+               epochs: int | None = None, lr: float | None = None, seed: int = 0, device=None,
                progress: bool | None = None, cache: bool = True):
-    """An abstaining model (:func:`abstain_model`) trained with :class:`CARLLoss` (cached).
+    """An abstaining model trained with :class:`CARLLoss` (cached).
 
     ``eps`` defaults to the data set's attack radius (:func:`robustlab.config.default_eps`:
     0.2 on the digits, 0.3 on MNIST as in the paper). The optimizer settings are those of
@@ -559,30 +640,51 @@ def carl_model(lam: float = 1.0, eps: float | None = None, *, norm: str = "linf"
     epochs, learning rate, batch size, schedule, eps ramp and PGD steps), so CARL and the
     ``"pgd"`` model of the zoo differ only in the loss and the abstain output. Made by
     :func:`robustlab.zoo.profile_model`.
+
+    ``init=None`` trains a fresh :func:`abstain_model` from scratch. ``init="pgd"``
+    fine-tunes the zoo's PGD-trained model (:func:`robustlab.training.robust_model`, same
+    data, architecture, width and seed) given an abstain output
+    (:func:`with_abstain_output`), for ``epochs`` (default 2) epochs at the full radius
+    (no ramp) at learning rate ``lr`` (default the recipe's, whose one-cycle schedule
+    starts and ends near 0; a fifth of it leaves the abstain region unlearned in 2
+    epochs): a cheap way to add a
+    learned abstain region to a robust classifier, and
+    the fair comparison with that classifier's own threshold baseline
+    (:class:`MarginAbstainer`), which starts from the same weights.
     """
     from .train import fit
-    from .training import TRAINING_RECIPES
+    from .training import TRAINING_RECIPES, robust_model
     from .zoo import profile_model
 
+    if init is not None:
+        check_choice(init, "init", ("pgd",))
     prof = config.profile()
     name = _data.info(dataset).name
     eps = config.default_eps("attack", name) if eps is None else eps
     recipe = dict(TRAINING_RECIPES[prof.name]["pgd"])
-    epochs = recipe["epochs"] if epochs is None else epochs
-    ramp_epochs = recipe["eps_ramp_epochs"]
+    ramp_epochs = recipe["eps_ramp_epochs"] if init is None else 0
+    epochs = (recipe["epochs"] if init is None else 2) if epochs is None else epochs
     if prof.smoke:
         epochs, ramp_epochs = 1, 0
     steps = recipe["steps"] if steps is None else steps
+    lr = recipe["lr"] if lr is None else lr
+    check_positive(lr, "lr")
+    build = abstain_model
+    if init == "pgd":
+        def build(arch_, dataset_, *, width=None, seed=0):
+            base, _ = robust_model(dataset_, method="pgd", arch=arch_, width=width, seed=seed, progress=progress,
+                                   cache=cache)
+            return with_abstain_output(base)
 
     def train_fn(model, train, test):
         per_epoch = -(-len(train[1]) // recipe["batch_size"])
         loss = CARLLoss(eps=float(eps), lam=float(lam), norm=norm, steps=steps, adv_loss=adv_loss,
                         grad_penalty=float(grad_penalty), ramp=ramp_epochs * per_epoch)
-        return fit(model, train, epochs=epochs, lr=recipe["lr"], batch_size=recipe["batch_size"],
+        return fit(model, train, epochs=epochs, lr=lr, batch_size=recipe["batch_size"],
                    schedule=recipe["schedule"], seed=seed, loss_fn=loss, progress=progress, cache=cache,
                    desc=f"CARL training (lambda={lam:g})")
 
-    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device, build=abstain_model)
+    return profile_model(train_fn, dataset, arch, width=width, seed=seed, device=device, build=build)
 
 
 def tradeoff_table(rows: dict) -> str:

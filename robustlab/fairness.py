@@ -23,15 +23,16 @@ negative when :math:`s` is *less* robust than the rest. :math:`d_f` cannot be co
 for a network, so it is bracketed:
 
 * :func:`attack_distances` -- *upper* bounds: the size of a found adversarial example
-  (the smaller of Carlini--Wagner's and a bisection over PGD radii), each returned with
-  the example, so the bound is checkable;
+  (the smallest of DeepFool's and Carlini--Wagner's, lowered by a bisection over PGD
+  radii), each returned with the example, so the bound is checkable;
 * :func:`certified_distances` -- *lower* bounds: a certified radius, deterministic for
   the network itself (interval bounds in the L2 ball,
-  :func:`robustlab.lipschitz.curvature.ibp_l2_certify`) or Cohen et al.'s randomized
+  :func:`robustlab.certify.bounds.ibp_l2_certify`) or Cohen et al.'s randomized
   smoothing radius, which is a lower bound for a *different* classifier (the smoothed
   one, :func:`robustlab.smoothing.gaussian.certify`), as in the paper.
 
-:func:`robustness_curves` turns either into the curves and :math:`\beta_s` per group.
+:func:`robustness_curves` turns either into the curves and :math:`\beta_s` per group, and
+:func:`bias_interval` gives :math:`\beta_s` a bootstrap interval over the test points.
 :class:`RobustnessBiasLoss` is the paper's regularizer, a loss object for
 :func:`robustlab.train.fit`, and :func:`bias_regularized_model` the model trained with it.
 """
@@ -53,7 +54,7 @@ from ._validate import (check_choice, check_images, check_labels, check_model, c
                         check_positive_int, check_seed, check_tensor)
 
 __all__ = ["BoundaryDistances", "RobustnessCurves", "attack_distances", "deepfool", "certified_distances",
-           "robustness_curves",
+           "robustness_curves", "bias_interval", "MINIMAL_ATTACKS",
            "distance_proxy", "RobustnessBiasLoss", "bias_regularized_model", "DEFAULT_TAU"]
 
 #: The regularizer's threshold :math:`\tau` (L2 pixel units) per data set: about the median
@@ -80,23 +81,35 @@ class BoundaryDistances(NamedTuple):
     x_adv: torch.Tensor | None = None
 
 
+def _result_path(what: str, settings: dict, model, x, y):
+    """The cache file of a computation on ``model`` (its class, repr and weights) and the data ``(x, y)``."""
+    from . import cache as _cache
+
+    tensors = [*model.state_dict().values(), x.detach().cpu(), y.cpu()]
+    return _cache.entry("curves", {"what": what, "format": 1, "model": repr(model), **settings}, *tensors)
+
+
 def _predict(model, x, batch_size=1024):
     from .train import predict
     return predict(model, x, batch_size=batch_size)
 
 
-def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bisection_steps: int = 8,
-                     pgd_steps: int = 20, cw_kwargs: dict | None = None, max_distance: float | None = None,
-                     seed: int = 0, batch_size: int = 512, progress: bool | None = None) -> BoundaryDistances:
+MINIMAL_ATTACKS = ("cw", "deepfool")
+
+
+def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks=MINIMAL_ATTACKS,
+                     bisection_steps: int = 8, pgd_steps: int = 20, cw_kwargs: dict | None = None,
+                     max_distance: float | None = None, seed: int = 0, batch_size: int = 512,
+                     progress: bool | None = None, cache: bool = False) -> BoundaryDistances:
     r"""Upper bounds on the L2 distance to the boundary: the smallest adversarial example found.
 
-    For every correctly classified input, the smaller of the two minimal-norm attacks
-    :func:`robustlab.attacks.cw_l2` and :func:`deepfool`, shrunk by a bisection along its
+    For every correctly classified input, the smallest result of the minimal-norm attacks
+    ``attacks`` (:func:`robustlab.attacks.cw_l2` and :func:`deepfool`), shrunk by a bisection along its
     own direction (removing DeepFool's overshoot), gives an adversarial example at
     distance :math:`u`; then ``bisection_steps``
     rounds of bisection on :math:`[0, u]` with L2 :func:`robustlab.attacks.pgd`
     (``pgd_steps`` steps, per-input radii) lower :math:`u` wherever PGD succeeds at the
-    midpoint. Where both fail, the bisection starts from ``max_distance`` (default the
+    midpoint. Where they all fail, the bisection starts from ``max_distance`` (default the
     diameter :math:`\sqrt d` of the pixel box) if PGD succeeds there. Taking the minimum
     of several attacks is the usual advice for approximating the minimal perturbation
     (the reference code uses DeepFool and CW from Foolbox). Every returned distance is
@@ -109,8 +122,12 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
         Maps inputs in [0, 1] to logits.
     x, y : torch.Tensor
         Inputs (B, ...) in [0, 1] and labels (B,).
+    attacks : sequence of {"cw", "deepfool"}
+        The minimal-norm attacks whose smaller result starts the bisection (CW costs
+        ``binary_steps * steps`` = 600 gradient steps by default, DeepFool about
+        ``C`` backward passes per step for a few steps; DeepFool alone is the cheap choice).
     bisection_steps : int
-        Rounds of PGD bisection after CW (0: CW alone).
+        Rounds of PGD bisection after the minimal-norm attacks (0: none).
     pgd_steps : int
         PGD iterations per round.
     cw_kwargs : dict, optional
@@ -123,11 +140,17 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
         Inputs per attack call.
     progress : bool, optional
         A progress bar over the batches (default: the global setting).
+    cache : bool
+        Store the result in the cache's ``curves`` folder under a key of the settings, the
+        model's ``repr`` and weights, and the data, and load it from there on a later call
+        (the attacks are seeded, so the result is the same). A model whose behaviour
+        depends on attributes that are neither weights nor in its ``repr`` must not be
+        cached.
 
     Returns
     -------
     BoundaryDistances
-        ``kind="upper"``, ``method="cw+deepfool+pgd-bisection"``.
+        ``kind="upper"``, ``method`` the attacks joined by ``+`` (e.g. ``"cw+deepfool+pgd-bisection"``).
 
     Examples
     --------
@@ -144,6 +167,13 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
     check_model(model)
     check_images(x, "x")
     check_labels(y, "y", batch_size=x.shape[0])
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    attacks = tuple(attacks)
+    if not attacks:
+        raise ValueError(f"attacks must name at least one of {list(MINIMAL_ATTACKS)}")
+    for a in attacks:
+        check_choice(a, "attacks", MINIMAL_ATTACKS)
     check_positive_int(bisection_steps, "bisection_steps", allow_zero=True)
     check_positive_int(pgd_steps, "pgd_steps")
     if cw_kwargs is not None and not isinstance(cw_kwargs, dict):
@@ -153,6 +183,18 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
     seed = check_seed(seed)
     check_positive_int(batch_size, "batch_size")
     d_box = math.sqrt(x[0].numel()) if max_distance is None else float(max_distance)
+    method = "+".join(attacks) + ("+pgd-bisection" if bisection_steps else "")
+    path = None
+    if cache:
+        from . import cache as _cache
+
+        path = _result_path("attack_distances", {"attacks": list(attacks), "bisection_steps": bisection_steps,
+                                                 "pgd_steps": pgd_steps, "cw_kwargs": cw_kwargs or {},
+                                                 "d_box": d_box, "seed": seed, "batch_size": batch_size}, model, x, y)
+        blob = _cache.load(path)
+        if blob is not None:
+            return BoundaryDistances(*_models.to_input(x, blob["distance"], blob["correct"]), kind="upper",
+                                     method=method, x_adv=_models.to_input(x, blob["x_adv"]))
     xc, yc = x.detach().cpu(), y.cpu()
     n = xc.shape[0]
     dist = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -165,13 +207,17 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
             idx = torch.arange(start, min(n, start + batch_size))
             idx = idx[correct[idx]]
             if len(idx):
-                d, xa = _bracket(model, xc[idx], yc[idx], bisection_steps, pgd_steps, cw_kwargs or {}, d_box,
-                                 seed + start, cw_l2, pgd)
+                d, xa = _bracket(model, xc[idx], yc[idx], attacks, bisection_steps, pgd_steps, cw_kwargs or {},
+                                 d_box, seed + start, cw_l2, pgd)
                 dist[idx], x_adv[idx] = d, xa
             bar.update(1)
     finally:
         bar.close()
-    return BoundaryDistances(*_models.to_input(x, dist, correct), kind="upper", method="cw+deepfool+pgd-bisection",
+    if path is not None:
+        from . import cache as _cache
+
+        _cache.store(path, {"distance": dist, "correct": correct, "x_adv": x_adv})
+    return BoundaryDistances(*_models.to_input(x, dist, correct), kind="upper", method=method,
                              x_adv=_models.to_input(x, x_adv))
 
 
@@ -208,25 +254,30 @@ def deepfool(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps:
     r_tot = torch.zeros_like(x0)
     x_adv = x0.clone()
     shape = (-1,) + (1,) * (x0.dim() - 1)
+    active = torch.arange(len(yd), device=x0.device)
     with eval_mode(model):
         for _ in range(steps):
-            xk = x_adv.detach().requires_grad_(True)
+            xk = x_adv[active].detach().requires_grad_(True)
+            ya = yd[active]
             with torch.enable_grad():
                 z = model(xk)
-                todo = z.argmax(1) == yd
+                todo = z.argmax(1) == ya
                 if not bool(todo.any()):
                     break
-                f = z - z.gather(1, yd[:, None])
-                grads = torch.stack([torch.autograd.grad(f[:, j].sum(), xk, retain_graph=True)[0]
-                                     for j in range(z.shape[1])], 1)  # (B, C, ...)
+                f = z - z.gather(1, ya[:, None])
+                eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)[:, None, :].expand(-1, len(ya), -1)
+                (grads,) = torch.autograd.grad(f, xk, eye, is_grads_batched=True)  # (C, B, ...)
+            grads = grads.transpose(0, 1)  # (B, C, ...)
             f = f.detach()
             gnorm = grads.flatten(2).norm(dim=2).clamp_min(1e-12)
-            ratio = (f.abs() / gnorm).masked_fill(F.one_hot(yd, z.shape[1]).bool(), float("inf"))
+            ratio = (f.abs() / gnorm).masked_fill(F.one_hot(ya, z.shape[1]).bool(), float("inf"))
             j = ratio.argmin(1)
             g = grads[torch.arange(len(j)), j]
             step = (f.gather(1, j[:, None]).squeeze(1).abs() + 1e-6) / gnorm.gather(1, j[:, None]).squeeze(1) ** 2
-            r_tot = r_tot + torch.where(todo.view(shape), step.view(shape) * g, torch.zeros_like(g))
-            x_adv = (x0 + (1 + float(overshoot)) * r_tot).clamp(0.0, 1.0).detach()
+            # only inputs still classified y move on; the others are done and leave the batch
+            active, step, g = active[todo], step[todo], g[todo]
+            r_tot[active] = r_tot[active] + step.view(shape) * g
+            x_adv[active] = (x0[active] + (1 + float(overshoot)) * r_tot[active]).clamp(0.0, 1.0).detach()
     return _models.to_input(x, x_adv)
 
 
@@ -242,13 +293,15 @@ def _shrink(model, x, y, xa, fooled, rounds=20):
     return torch.where(fooled.view(shape), out, xa)
 
 
-def _bracket(model, x, y, bisection_steps, pgd_steps, cw_kwargs, d_box, seed, cw_l2, pgd):
-    """The smaller of CW's and DeepFool's distances, shrunk along its direction and lowered by
+def _bracket(model, x, y, attacks, bisection_steps, pgd_steps, cw_kwargs, d_box, seed, cw_l2, pgd):
+    """The smallest of the minimal-norm attacks' distances, shrunk along its direction and lowered by
     bisection over PGD radii; inf where nothing succeeds."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     inf = torch.full((len(y),), math.inf, dtype=torch.float64)
     hi, best = inf.clone(), x.clone()
-    for xa in (cw_l2(model, x, y, **cw_kwargs).cpu(), deepfool(model, x, y).cpu()):
+    run = {"cw": lambda: cw_l2(model, x, y, **cw_kwargs), "deepfool": lambda: deepfool(model, x, y)}
+    for name in attacks:
+        xa = run[name]().cpu()
         fooled = _predict(model, xa) != y
         xa = _shrink(model, x, y, xa, fooled)
         size = torch.where(fooled, _l2(xa, x), inf)
@@ -277,11 +330,12 @@ def _bracket(model, x, y, bisection_steps, pgd_steps, cw_kwargs, d_box, seed, cw
 
 def certified_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, method: str = "ibp",
                         sigma: float | None = None, n0: int = 100, n: int | None = None, alpha: float = 0.001,
-                        max_radius: float = 4.0, seed: int = 0, progress: bool | None = None) -> BoundaryDistances:
+                        max_radius: float = 4.0, seed: int = 0, progress: bool | None = None,
+                        cache: bool = False) -> BoundaryDistances:
     r"""Lower bounds on the L2 distance to the boundary: certified radii.
 
     ``method="ibp"``: the network's own certificate, the largest L2 radius interval bounds
-    verify (:func:`robustlab.lipschitz.curvature.ibp_l2_certify`, ReLU networks of
+    verify (:func:`robustlab.certify.bounds.ibp_l2_certify`, ReLU networks of
     linear and ReLU layers, at least one hidden; convolutions are not supported):
     deterministic, :math:`R(x) \le d_f(x)` always,
     and loose for networks not trained for it.
@@ -294,6 +348,8 @@ def certified_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     :math:`g` predicts the label without abstaining. The paper's CIFAR-10 run uses
     :math:`\sigma = 0.125`, ``n0=100``, ``n=100,000``, :math:`\alpha = 0.001`.
 
+    ``cache=True`` stores the result (the noise is seeded) as :func:`attack_distances` does.
+
     Returns
     -------
     BoundaryDistances
@@ -303,8 +359,21 @@ def certified_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     check_images(x, "x")
     check_labels(y, "y", batch_size=x.shape[0])
     check_choice(method, "method", ("ibp", "smoothing"))
+    if method == "smoothing" and sigma is not None:
+        n = config.profile().n_smoothing if n is None else n
+    path = None
+    if cache:
+        from . import cache as _cache
+
+        path = _result_path("certified_distances", {"method": method, "sigma": sigma, "n0": n0, "n": n,
+                                                    "alpha": alpha, "max_radius": max_radius, "seed": seed},
+                            model, x, y)
+        blob = _cache.load(path)
+        if blob is not None:
+            return BoundaryDistances(*_models.to_input(x, blob["distance"], blob["correct"]), kind="lower",
+                                     method=blob["method"])
     if method == "ibp":
-        from .lipschitz.curvature import ibp_l2_certify
+        from .certify.bounds import ibp_l2_certify
 
         from .certify.bounds import relu_network
 
@@ -319,11 +388,14 @@ def certified_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 
         if sigma is None:
             raise ValueError("sigma must be given for method='smoothing' (the noise level of the smoothed classifier)")
-        n = config.profile().n_smoothing if n is None else n
         cert = certify(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, progress=progress)
     pred = cert.prediction.cpu()
     correct = pred == y.cpu()
     dist = torch.where(correct, cert.radius.cpu().double(), torch.tensor(float("nan"), dtype=torch.float64))
+    if path is not None:
+        from . import cache as _cache
+
+        _cache.store(path, {"distance": dist, "correct": correct, "method": cert.method})
     return BoundaryDistances(*_models.to_input(x, dist, correct), kind="lower", method=cert.method)
 
 
@@ -475,6 +547,53 @@ def robustness_curves(distances, groups: torch.Tensor, *, taus=None, n_taus: int
                             kind=kind, method=method)
 
 
+def bias_interval(distances, groups: torch.Tensor, *, n_boot: int = 1000, level: float = 0.95,
+                  tau_min: float | None = None, tau_max: float | None = None, seed: int = 0) -> np.ndarray:
+    r"""Bootstrap percentile intervals of the bias :math:`\beta_s` of every group, (G, 2).
+
+    The counted points (NaN distances left out) are resampled with replacement ``n_boot``
+    times, and :math:`\beta_s` is recomputed on each resample over the *fixed* range
+    :math:`[\tau_{\min}, \tau_{\max}]` of the full sample (the defaults of
+    :func:`robustness_curves`); the interval is the central ``level`` range of those values.
+    It measures the sampling noise of a test set of this size (not the seed-to-seed spread
+    of training): a class whose interval holds 0 is not shown to be more or less robust
+    than the rest. Rows follow the groups of :func:`robustness_curves`.
+
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> d = torch.rand(400, generator=gen).double() + (torch.arange(400) >= 200)  # group 1 is farther by 1
+    >>> groups = (torch.arange(400) >= 200).long()
+    >>> lo, hi = bias_interval(d, groups, n_boot=200)[0]
+    >>> bool(lo <= robustness_curves(d, groups).bias[0] <= hi < 0)
+    True
+    """
+    if isinstance(distances, BoundaryDistances):
+        distances = distances.distance
+    check_positive_int(n_boot, "n_boot")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    full = robustness_curves(distances, groups, tau_min=tau_min, tau_max=tau_max, n_taus=2)
+    d = distances.detach().cpu().double().numpy()
+    g = groups.cpu().numpy()
+    keep = ~np.isnan(d)
+    d, g = d[keep], g[keep]
+    lo, hi = float(full.taus[0]), float(full.taus[-1])
+    clipped = np.clip(d, lo, hi) - lo
+    ids = np.unique(g)
+    rng = np.random.default_rng(check_seed(seed))
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    cb, gb = clipped[idx], g[idx]
+    out = np.empty((len(ids), 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, s in enumerate(ids):
+            mine = gb == s
+            auc = (cb * mine).sum(1) / mine.sum(1)
+            rest = (cb * ~mine).sum(1) / (~mine).sum(1)
+            beta = (auc - rest) / rest
+            beta = beta[~np.isnan(beta)]
+            out[i] = np.quantile(beta, [(1 - level) / 2, (1 + level) / 2]) if beta.size else np.nan
+    return out
+
+
 PROXIES = ("margin", "logit")
 
 
@@ -582,20 +701,39 @@ class RobustnessBiasLoss:
 
 
 def bias_regularized_model(tau: float | None = None, alpha: float = 1.0, *, temperature: float = 0.05,
-                           proxy: str = "margin", dataset: str | None = None, arch: str | None = None,
-                           width: int | None = None, epochs: int | None = None, seed: int = 0, device=None,
-                           progress: bool | None = None, cache: bool = True):
+                           proxy: str = "margin", init: str | None = None, dataset: str | None = None,
+                           arch: str | None = None, width: int | None = None, epochs: int | None = None,
+                           lr: float | None = None, seed: int = 0, device=None, progress: bool | None = None,
+                           cache: bool = True):
     """The profile's model trained with :class:`RobustnessBiasLoss` (cached; :func:`robustlab.zoo.loss_trained_model`).
 
     ``tau`` defaults to :data:`DEFAULT_TAU` of the data set; the other settings are the
     profile's (its epochs, learning rate and batch size), so with ``alpha=0`` this is the
-    profile's standard training.
+    profile's standard training. ``init="standard"`` fine-tunes the profile's standard
+    model (:func:`robustlab.train.trained_model`, same data, architecture, width and seed)
+    instead of training from scratch, for ``epochs`` (default 3) epochs at learning rate
+    ``lr`` (default a quarter of the profile's): with ``alpha=0`` the same fine-tuning is
+    the control that separates the regularizer's effect from that of the extra epochs.
     """
     from .zoo import loss_trained_model
 
+    if init is not None:
+        check_choice(init, "init", ("standard",))
     name = _data.info(dataset).name
     tau = DEFAULT_TAU.get(name, 1.0) if tau is None else tau
     loss = RobustnessBiasLoss(tau=float(tau), alpha=float(alpha), temperature=float(temperature), proxy=proxy)
+    build = None
+    if init == "standard":
+        from .train import trained_model
+
+        epochs = 3 if epochs is None else epochs
+        lr = config.profile().lr / 4 if lr is None else lr
+
+        def build(arch_, dataset_, *, width=None, seed=0):
+            import copy  # fit trains in place: never touch the caller's standard model
+
+            return copy.deepcopy(trained_model(dataset_, arch_, width=width, seed=seed, progress=progress,
+                                               cache=cache).model)
     return loss_trained_model(loss, desc=f"robustness-bias regularized training (alpha={alpha:g})", dataset=dataset,
-                              arch=arch, width=width, epochs=epochs, seed=seed, device=device, progress=progress,
-                              cache=cache)
+                              arch=arch, width=width, epochs=epochs, lr=lr, seed=seed, device=device,
+                              progress=progress, cache=cache, build=build)

@@ -283,10 +283,10 @@ def _recipes() -> dict:
                                                    shared=False)),
         # chapter 14: second-order and dipole smoothing, CDF smoothing
         # chapter 15: Lipschitz networks (CONV-SV, SOC)
-        Recipe("soc", (15,), "a 1-Lipschitz LipConvNet of skew orthogonal convolutions and MaxMin, cross-entropy, "
+        Recipe("soc", (15, "lab7"), "a 1-Lipschitz LipConvNet of skew orthogonal convolutions and MaxMin, cross-entropy, "
                "rl.lipschitz.soc.soc_model()", _call("lipschitz.soc", "soc_model")),
         # chapter 15: curvature (CRC, CRT, low-curvature activations)
-        Recipe("softplus-mlp", (15,), "a softplus MLP (one hidden layer), cross-entropy only, "
+        Recipe("softplus-mlp", (15, "lab7"), "a softplus MLP (one hidden layer), cross-entropy only, "
                "rl.lipschitz.curvature.crt_model('standard')", _call("lipschitz.curvature", "crt_model", kind="standard")),
         Recipe("curvature-reg", (15,), "the softplus MLP with the curvature regularizer gamma K (no attack), "
                "rl.lipschitz.curvature.crt_model('curvature')", _call("lipschitz.curvature", "crt_model", kind="curvature")),
@@ -313,16 +313,20 @@ def _recipes() -> dict:
                  f"observation noise, rl.smoothing.policy.fit_policy({s:g})", _call("smoothing.policy", "fit_policy", sigma=s))
           for s in (0.0, 0.2)],
         # chapter 17: distribution shift and interpretation
+        Recipe("shift-base", (17,), "an MLP (width 8) trained under Gaussian brightness (0.5) and translation (0.5 px) "
+               "randomization, rl.shift.base_model()", _call("shift", "base_model")),
         # chapter 17: robustness bias and abstaining classifiers
-        Recipe("standard-seed2", (17,), "the profile's standard model from seed 2 (seed-to-seed spread of the bias; "
-               "seed 1 is the LPIPS network's), rl.train.trained_model(seed=2)", _trained(seed=2)),
-        *[Recipe(f"bias-reg-{a:g}", (17,), f"the robustness-bias regularizer, alpha {a:g}, tau DEFAULT_TAU, "
-                 f"rl.fairness.bias_regularized_model(alpha={a:g})", _call("fairness", "bias_regularized_model", alpha=a))
-          for a in (0.3, 1.0, 3.0)],
-        *[Recipe(f"carl-{lam:g}", (17,), f"CARL, lambda {lam:g}, Linf eps default_eps() (0.2 on the digits), the PGD "
-                 f"recipe's schedule, rl.abstain.carl_model(lam={lam:g})", _call("abstain", "carl_model", lam=lam))
-          for lam in (0.3, 1.0, 3.0)],
-        # Lab 7
+        *[Recipe(f"bias-finetune-{a:g}", (17,), f"the standard model fine-tuned 3 epochs with the robustness-bias "
+                 f"regularizer, alpha {a:g} (0: the control), tau DEFAULT_TAU, "
+                 f"rl.fairness.bias_regularized_model(alpha={a:g}, init='standard')",
+                 _call("fairness", "bias_regularized_model", alpha=a, init="standard"))
+          for a in (0.0, 1.0)],
+        *[Recipe(f"carl-finetune-{lam:g}", (17,), f"the PGD model given an abstain output and fine-tuned 2 epochs with "
+                 f"CARL, lambda {lam:g}, Linf eps default_eps(), 3-step PGD, "
+                 f"rl.abstain.carl_model(lam={lam:g}, init='pgd', steps=3)",
+                 _call("abstain", "carl_model", lam=lam, init="pgd", steps=3))
+          for lam in (1.0, 3.0)],
+        # Lab 7: chapter 15's "soc" and "softplus-mlp" (tagged above)
     ]
     for i in range(3):
         rows.append(Recipe(f"lab2-pgd-{i}", ("lab2",), f"Lab 2's short PGD recipe at its training radius no. {i + 1}",

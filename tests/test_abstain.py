@@ -110,6 +110,55 @@ def test_abstain_aware_attacks_find_the_error_behind_the_abstain_region():
     assert ev_plain.adversarial_error == 0.0 and ev_union.adversarial_error == 1.0
 
 
+def test_targeted_apgd_finds_the_error_behind_the_abstain_region_and_untargeted_apgd_does_not():
+    """The package's untargeted APGD succeeds by abstaining (its goal is "not the label"),
+    which is no error; targeted APGD at the wrong classes reaches class 2."""
+    model = shielded()
+    x, y = torch.tensor([[0.5, 0.5]]), torch.tensor([0])
+    out = ab.abstain_targeted(model, x, y, eps=0.3, steps=40, n_targets=2, method="apgd", seed=0)
+    assert ab.predict(model, out).tolist() == [2]
+    assert (out - x).abs().max() <= 0.3 + 1e-6
+    fooled = rl.attacks.apgd(model, x, y, eps=0.3, steps=40, seed=0)
+    assert ab.predict(model, fooled).tolist() in ([0], [ABSTAIN])
+    ev = ab.evaluate(model, x, y, eps=0.3, attacks=["apgd-targeted"], steps=40)
+    assert ev.adversarial_error == 1.0
+
+
+def test_with_abstain_output_keeps_the_logits_and_abstains_nowhere_at_first():
+    base = rl.models.build("cnn", "digits", width=4, seed=3)
+    model = ab.with_abstain_output(base)
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        z, zb = model(x), base(x)
+    assert torch.allclose(z[:, :10], zb, atol=1e-6)
+    assert torch.allclose(z[:, 10], zb.mean(1), atol=1e-5), "the abstain logit starts as the mean logit"
+    assert not (ab.predict(model, x) == ABSTAIN).any()
+    assert base(x).shape == (64, 10), "the base model is not changed"
+
+
+def test_cached_evaluation_is_the_computed_one():
+    model = ab.abstain_model("mlp", "digits", width=2)
+    x, y = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(6)), torch.arange(20) % 10
+    first = ab.evaluate(model, x, y, eps=0.1, steps=5, cache=True)
+    again = ab.evaluate(model, x, y, eps=0.1, steps=5, cache=True)
+    assert first.per_attack == again.per_attack and torch.equal(first.error, again.error)
+    assert first.robust_accuracy == again.robust_accuracy and first.accuracy == again.accuracy
+    base = rl.models.build("mlp", "digits", width=2)
+    tight = ab.evaluate(ab.MarginAbstainer(base, 0.0), x, y, eps=0.1, steps=5, cache=True)
+    loose = ab.evaluate(ab.MarginAbstainer(base, 50.0), x, y, eps=0.1, steps=5, cache=True)
+    assert tight.abstention == 0.0 and loose.abstention == 1.0, "the threshold must be part of the cache key"
+    with pytest.raises(ValueError, match="cache"):
+        ab.evaluate(model, x, y, eps=0.1, attacks=[("pgd", lambda m, a, b, *, eps: a)], cache=True)
+
+
+def test_carl_fine_tuning_starts_from_the_pgd_model(monkeypatch):
+    monkeypatch.setenv("ROBUSTLAB_SMOKE", "1")
+    robust, _ = rl.training.robust_model(progress=False)
+    tuned, _ = ab.carl_model(lam=1.0, init="pgd", lr=1e-9, progress=False)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(tuned(x)[:, :10], robust(x), atol=1e-4)
+
+
 def test_union_error_is_at_least_every_single_attack():
     model = ab.abstain_model("mlp", "digits", width=2)
     x, y = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(2)), torch.arange(30) % 10
@@ -197,6 +246,8 @@ def test_carl_model_is_cached(monkeypatch):
     (lambda: ab.CARLLoss(eps=0.1, variants=("sum", "cw")), "variants"),
     (lambda: ab.CARLLoss(eps=0.1, lam=-1.0), "lam"),
     (lambda: ab.MarginAbstainer(shielded(), -0.5), "threshold"),
+    (lambda: ab.abstain_targeted(shielded(), torch.rand(2, 2), torch.tensor([0, 1]), eps=0.1, method="cw"), "method"),
+    (lambda: ab.carl_model(init="standard"), "init"),
 ])
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises((ValueError, TypeError), match=name):

@@ -60,18 +60,23 @@ def test_linear_exact_distance_formula(linear_case):
     assert torch.isfinite(d).all() and (d > 0).all()
 
 
-def test_attack_distance_is_an_upper_bound_and_tight_on_a_linear_model(linear_case):
+@pytest.mark.parametrize("attacks", [("cw", "deepfool"), ("deepfool",), ("cw",)])
+def test_attack_distance_is_an_upper_bound_and_tight_on_a_linear_model(linear_case, attacks):
     """Attack >= exact always (it is the norm of a misclassified input), and equal where the
-    nearest boundary point lies in the box."""
+    nearest boundary point lies in the box, with either minimal-norm attack or both."""
     model, x, y, d, inside = linear_case
-    du = fa.attack_distances(model, x, y, progress=False)
+    du = fa.attack_distances(model, x, y, attacks=attacks, progress=False)
+    assert du.method.startswith("+".join(attacks))
     assert du.kind == "upper" and du.correct.all()
     assert (du.distance >= d - 1e-6).all(), "an attack distance below the exact distance to the boundary"
     sizes = (du.x_adv - x).flatten(1).norm(dim=1)
     assert torch.allclose(sizes, du.distance, atol=1e-6)
     assert (rl.train.predict(model, du.x_adv) != y).all(), "every returned distance comes with an adversarial example"
     assert inside.sum() >= 20
-    assert torch.allclose(du.distance[inside], d[inside], rtol=1e-3, atol=1e-4), "the attack misses the boundary"
+    if "deepfool" in attacks:  # DeepFool's first step lands on an affine boundary; CW alone only approaches it
+        assert torch.allclose(du.distance[inside], d[inside], rtol=1e-3, atol=1e-4), "the attack misses the boundary"
+    else:
+        assert float(((du.distance - d) / d)[inside].median()) < 1e-2
 
 
 def as_relu_network(model):
@@ -132,6 +137,46 @@ def test_smoothing_radius_of_a_half_space_is_below_its_distance_at_rate_alpha():
     violations = int((dl.distance[counted] > exact[counted] + 1e-6).sum())
     assert violations <= binom.ppf(1 - 1e-6, int(counted.sum()), alpha)
     assert int(counted.sum()) > 200
+
+
+def test_cached_distances_are_the_computed_ones_and_keyed_by_the_weights(linear_case):
+    model, x, y, _, _ = linear_case
+    first = fa.attack_distances(model, x[:12], y[:12], attacks=("deepfool",), bisection_steps=2, cache=True)
+    again = fa.attack_distances(model, x[:12], y[:12], attacks=("deepfool",), bisection_steps=2, cache=True)
+    assert torch.equal(first.distance, again.distance) and torch.equal(first.x_adv, again.x_adv)
+    other = linear_model(model[1].weight.detach() * 2, model[1].bias.detach() * 2).double()  # same boundary
+    scaled = fa.attack_distances(other, x[:12], y[:12], attacks=("deepfool",), bisection_steps=2, cache=True)
+    assert torch.allclose(scaled.distance, first.distance, atol=1e-6)
+    broken = linear_model(model[1].weight.detach().flip(0), model[1].bias.detach().flip(0)).double()
+    assert not torch.equal(fa.attack_distances(broken, x[:12], y[:12], attacks=("deepfool",), bisection_steps=2,
+                                               cache=True).correct, first.correct), "a new model must not hit the cache"
+    net = as_relu_network(model)
+    lower = fa.certified_distances(net, x[:12], y[:12], cache=True)
+    assert torch.equal(lower.distance, fa.certified_distances(net, x[:12], y[:12], cache=True).distance)
+
+
+def test_bias_interval_covers_the_population_bias():
+    """Group 0 ~ U[0, 1], group 1 ~ U[1, 2] (equal sizes): over [0, 2] the AUCs are the means
+    0.5 and 1.5, so beta_0 = -2/3 and beta_1 = 2. The 90% bootstrap interval must cover the
+    true value in most of 40 independent samples, and hold the sample's own estimate."""
+    groups = (torch.arange(300) >= 150).long()
+    hits = np.zeros(2)
+    for rep in range(40):
+        gen = torch.Generator().manual_seed(100 + rep)
+        d = torch.rand(300, generator=gen).double() + groups
+        ci = fa.bias_interval(d, groups, n_boot=400, level=0.9, tau_min=0.0, tau_max=2.0, seed=rep)
+        est = fa.robustness_curves(d, groups, tau_min=0.0, tau_max=2.0).bias
+        assert np.all(ci[:, 0] <= est) and np.all(est <= ci[:, 1])
+        hits += (ci[:, 0] <= [-2 / 3, 2.0]) & ([-2 / 3, 2.0] <= ci[:, 1])
+    assert np.all(hits >= 30), f"coverage of the true bias too low: {hits} of 40"
+
+
+def test_bias_interval_of_identical_groups_usually_holds_zero():
+    gen = torch.Generator().manual_seed(7)
+    groups = torch.arange(600) % 4
+    d = torch.rand(600, generator=gen).double()
+    ci = fa.bias_interval(d, groups, n_boot=500, level=0.95)
+    assert ci.shape == (4, 2) and int(((ci[:, 0] <= 0) & (0 <= ci[:, 1])).sum()) >= 3
 
 
 def test_curves_are_non_increasing_start_at_one_and_give_the_mean_distance():
@@ -219,6 +264,18 @@ def test_regularized_model_is_cached_and_alpha_zero_is_standard_training(monkeyp
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
+def test_fine_tuning_starts_from_the_standard_model_and_leaves_it_untouched(monkeypatch):
+    monkeypatch.setenv("ROBUSTLAB_SMOKE", "1")
+    standard, _ = rl.train.trained_model(progress=False)
+    before = [t.clone() for t in standard.state_dict().values()]
+    tuned, _ = fa.bias_regularized_model(alpha=1.0, init="standard", lr=1e-9, progress=False)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(tuned(x), standard(x), atol=1e-4), "a vanishing learning rate keeps the standard weights"
+    assert all(torch.equal(a, b) for a, b in zip(before, standard.state_dict().values()))
+    moved, _ = fa.bias_regularized_model(alpha=1.0, init="standard", lr=1e-2, progress=False)
+    assert not torch.allclose(moved(x), standard(x), atol=1e-4)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: fa.robustness_curves(torch.tensor([0.1, -0.2]), torch.tensor([0, 1])), "distances"),
     (lambda: fa.robustness_curves(torch.tensor([0.1, 0.2]), torch.tensor([0, 1, 1])), "groups"),
@@ -240,6 +297,12 @@ def test_regularized_model_is_cached_and_alpha_zero_is_standard_training(monkeyp
                          overshoot=-0.1), "overshoot"),
     (lambda: fa.attack_distances(linear_model(torch.eye(2), torch.zeros(2)), torch.rand(2, 2) + 1.5,
                                  torch.tensor([0, 1])), "x"),
+    (lambda: fa.attack_distances(linear_model(torch.eye(2), torch.zeros(2)), torch.rand(2, 2),
+                                 torch.tensor([0, 1]), attacks=("fgsm",)), "attacks"),
+    (lambda: fa.attack_distances(linear_model(torch.eye(2), torch.zeros(2)), torch.rand(2, 2),
+                                 torch.tensor([0, 1]), attacks=()), "attacks"),
+    (lambda: fa.bias_interval(torch.tensor([0.1, 0.2]), torch.tensor([0, 1]), level=1.5), "level"),
+    (lambda: fa.bias_regularized_model(init="scratch"), "init"),
 ])
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises((ValueError, TypeError), match=name):

@@ -64,7 +64,7 @@ def test_warmup_list_names_every_recipe_and_trains_nothing(smoke, capsys):
     assert main(["warmup", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if not line.startswith(" ")] == list(zoo.RECIPES)
-    assert "used by: chapter 5, lab3" in "\n".join(lines)
+    assert "used by: chapter 5, chapter 15, lab3" in "\n".join(lines)
     assert not smoke.exists() or not any(smoke.rglob("*.pt"))
 
 

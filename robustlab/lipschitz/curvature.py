@@ -99,7 +99,6 @@ from .. import data as _data
 from .. import models as _models
 from .. import train as _train
 from ..certificates import UNITS, Certificate
-from ..certify.bounds import ibp_l2_certify  # noqa: F401  (its home is certify.bounds; this name is for old imports)
 from .._validate import (
     check_choice,
     check_images,

@@ -29,7 +29,9 @@ certify the majority vote.
   Levine and Feizi): Gaussian noise on every observation, the certified total reward under an
   episode L2 budget on a vectorized CartPole.
 
-Every certifier returns the shared :class:`robustlab.certificates.Certificate`.
+Every certifier of a prediction returns the shared :class:`robustlab.certificates.Certificate`;
+policy smoothing certifies an expected reward, not a prediction per input, and returns its
+own :class:`robustlab.smoothing.policy.RewardCertificate`.
 """
 
 from . import sampling
