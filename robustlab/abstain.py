@@ -61,8 +61,9 @@ from . import data as _data
 from . import models as _models
 from ._validate import (check_choice, check_images, check_labels, check_model, check_nonneg, check_positive,
                         check_positive_int, check_seed)
-from .attacks._common import (_BestIterate, _eps_flat, _generator, _prepare, _random_start, _to_input,
+from .attacks._common import (_BestIterate, _check_restarts, _eps_flat, _generator, _prepare, _random_start, _to_input,
                               eval_mode)
+from .attacks.evaluation import _attack_parts
 from .certificates import ABSTAIN
 
 __all__ = ["ABSTAIN", "VARIANTS", "DEFAULT_UNION", "ADV_LOSSES", "abstain_model", "with_abstain_output", "predict", "abstain_margin",
@@ -267,11 +268,7 @@ def abstain_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     check_choice(norm, "norm", ("linf", "l2"))
     check_choice(variant, "variant", VARIANTS)
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
-    if not isinstance(random_start, bool):
-        raise TypeError(f"random_start must be True or False, got {type(random_start).__name__}")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 needs random_start=True (every restart would repeat the same run)")
+    _check_restarts(random_start, restarts)
     k = _check_abstain_outputs(model, x)
     check_labels(y, "y", n_classes=k - 1)
     shape = (-1,) + (1,) * (x.dim() - 1)
@@ -445,19 +442,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     check_positive_int(batch_size, "batch_size")
     if isinstance(attacks, str) or callable(attacks):
         attacks = (attacks,)
-    parts = []
-    for a in attacks:
-        if isinstance(a, str):
-            parts.append((a, _named_attack(a, norm, steps, n_targets, seed)))
-        elif isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) and callable(a[1]):
-            parts.append(a)
-        elif callable(a):
-            parts.append((getattr(a, "__name__", "attack"), a))
-        else:
-            raise TypeError(f"attacks must hold names {list(VARIANTS) + ['targeted', 'apgd-targeted']}, (name, attack) pairs or "
-                            f"callables attack(model, x, y, *, eps), got {a!r}")
-    if not parts:
-        raise ValueError("attacks must name at least one attack")
+    parts = _attack_parts(attacks, lambda name: _named_attack(name, norm, steps, n_targets, seed),
+                          list(VARIANTS) + ["targeted", "apgd-targeted"])
     path = None
     if cache:
         from . import cache as _cache

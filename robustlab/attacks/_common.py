@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import models as _models
-from .._validate import check_images, check_labels, check_model, check_nonneg, check_seed
+from .._validate import check_images, check_labels, check_model, check_nonneg, check_positive_int, check_seed
 from ..models import eval_mode
 
 __all__ = ["LOSSES", "Iterates", "attack_objective", "input_gradient", "eval_mode"]
@@ -39,6 +39,15 @@ def _check_flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
     return value
+
+
+def _check_restarts(random_start, restarts) -> None:
+    """The restart options of an iterative attack: ``restarts >= 1``, ``random_start`` a bool,
+    and several restarts only from random starts (from one fixed start they repeat one run)."""
+    check_positive_int(restarts, "restarts")
+    _check_flag(random_start, "random_start")
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 needs random_start=True (every restart would repeat the same run)")
 
 
 def _to_input(x_in: torch.Tensor, *tensors: torch.Tensor):

@@ -182,33 +182,39 @@ class EnsembleResult:
         return self.table()
 
 
-def _ensemble_parts(attacks, norm, seed):
-    if attacks is None:
-        attacks = DEFAULT_ENSEMBLE
+def _attack_parts(attacks, named, choices) -> list:
+    """``attacks`` (a name, an attack, or a sequence of names, ``(name, attack)`` pairs and
+    attacks) as a list of ``(name, attack)`` pairs with distinct names; ``named(name)`` makes
+    the attack of a name among ``choices`` (the names the error message lists)."""
     if isinstance(attacks, str) or callable(attacks):
         attacks = (attacks,)
     try:
         attacks = list(attacks)
     except TypeError:
-        raise TypeError(f"attacks must be a sequence of part names, (name, attack) pairs or attacks, "
+        raise TypeError(f"attacks must be a sequence of names, (name, attack) pairs or attacks, "
                         f"got {type(attacks).__name__}") from None
     if not attacks:
         raise ValueError("attacks must name at least one attack")
     parts = []
     for a in attacks:
         if isinstance(a, str):
-            parts.append((a, _named_part(a, norm, seed)))
+            parts.append((a, named(a)))
         elif isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) and callable(a[1]):
             parts.append(a)
         elif callable(a):
             parts.append((getattr(a, "__name__", "attack"), a))
         else:
-            raise TypeError(f"attacks must hold part names {list(ENSEMBLE_PARTS)}, (name, attack) pairs or "
+            raise TypeError(f"attacks must hold names {list(choices)}, (name, attack) pairs or "
                             f"callables attack(model, x, y, *, eps), got {a!r}")
     names = [n for n, _ in parts]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks must have distinct names, got {names}")
     return parts
+
+
+def _ensemble_parts(attacks, norm, seed):
+    return _attack_parts(DEFAULT_ENSEMBLE if attacks is None else attacks,
+                         lambda name: _named_part(name, norm, seed), ENSEMBLE_PARTS)
 
 
 def ensemble(

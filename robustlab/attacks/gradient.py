@@ -26,7 +26,7 @@ import math
 import torch
 
 from .._validate import check_choice, check_positive, check_positive_int
-from ._common import (LOSSES, Iterates, _BestIterate, _check_flag, _eps_flat, _generator, _objective_and_gradient,
+from ._common import (LOSSES, Iterates, _BestIterate, _check_flag, _check_restarts, _eps_flat, _generator, _objective_and_gradient,
                       _prepare, _random_start, _to_input, attack_objective, eval_mode)
 
 __all__ = ["fgsm", "pgd"]
@@ -201,11 +201,8 @@ when the box-clipped step is inside the ball), found by sorting the breakpoints.
     _check_flag(return_last, "return_last")
     check_choice(norm, "norm", ("linf", "l2", "l1"))
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
     check_choice(loss, "loss", LOSSES)
-    _check_flag(random_start, "random_start")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 needs random_start=True (every restart would repeat the same run)")
+    _check_restarts(random_start, restarts)
     shape = (-1,) + (1,) * (x.dim() - 1)
     eps_t = _eps_flat(eps_b, x).view(shape)
     if step_size is None:

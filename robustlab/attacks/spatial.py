@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validate import check_nonneg, check_positive, check_positive_int, check_tensor
-from ._common import LOSSES, _BestIterate, _check_flag, _check_spatial, _generator, _prepare, _to_input, attack_objective, eval_mode
+from ._common import LOSSES, _BestIterate, _check_flag, _check_restarts, _check_spatial, _generator, _prepare, _to_input, attack_objective, eval_mode
 
 __all__ = ["warp", "flow"]
 
@@ -113,8 +113,7 @@ def flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, steps
     x, y, targets, _ = _prepare(model, x, y, targets, eps)
     _check_spatial(x, "flow")
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
-    _check_flag(random_start, "random_start")
+    _check_restarts(random_start, restarts)
     _check_flag(return_flow, "return_flow")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")

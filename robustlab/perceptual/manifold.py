@@ -76,7 +76,7 @@ from .. import train as _train
 from .._validate import (check_choice, check_finite, check_images, check_interval, check_model, check_nonneg,
                          check_positive, check_positive_int, check_tensor, check_xy)
 from ..attacks import pgd as _pixel_pgd
-from ..attacks._common import _BestIterate, _generator, _labels_to_device, _objective_and_gradient, _to_input
+from ..attacks._common import _BestIterate, _check_restarts, _generator, _labels_to_device, _objective_and_gradient, _to_input
 from ..models import eval_mode
 from ..training import PGDLoss, _check_eps_ramp
 
@@ -331,11 +331,7 @@ def latent_pgd(model: nn.Module, generator: PCAGenerator, z: torch.Tensor, y: to
     generator._check_latents(z)
     check_nonneg(eps, "eps", allow_tensor=False)
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
-    if not isinstance(random_start, bool):
-        raise TypeError(f"random_start must be True or False, got {type(random_start).__name__}")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 needs random_start=True (every restart would repeat the same run)")
+    _check_restarts(random_start, restarts)
     eps = float(eps)
     alpha = 2.5 * eps / steps if step_size is None else float(check_positive(step_size, "step_size"))
     z_in = z
