@@ -403,6 +403,8 @@ def shift_bound(accuracy, eps, noise, bound: str = "hellinger"):
     0.5171
     >>> shift_bound(0.8, [0.5, 2.0], UniformNoise(1.0), "tv").round(4).tolist()
     [0.55, 0.0]
+    >>> float(shift_bound(0.5, 5.0, GaussianNoise(0.5)))  # saturated: exactly 0
+    0.0
     """
     a = check_probability(accuracy, "accuracy", closed=True)
     _check_parameter_noise(noise)
@@ -430,7 +432,8 @@ def shift_bound(accuracy, eps, noise, bound: str = "hellinger"):
 
 def _cos2_bound(a: float, affinity: np.ndarray) -> np.ndarray:
     angle = np.arccos(np.sqrt(a)) + np.arccos(np.clip(affinity, 0.0, 1.0))
-    return np.cos(np.minimum(angle, math.pi / 2)) ** 2
+    # cos(pi/2) is 6e-17 in floating point: a saturated bound is exactly 0, not 4e-33
+    return np.where(angle >= math.pi / 2, 0.0, np.cos(np.minimum(angle, math.pi / 2)) ** 2)
 
 
 class ShiftCertificate(NamedTuple):

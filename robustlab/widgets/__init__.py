@@ -29,3 +29,4 @@ from .perceptual import PerceptualBudgetExplorer; __all__ += ["PerceptualBudgetE
 from .lipschitz import ConvBoundExplorer; __all__ += ["ConvBoundExplorer"]  # noqa: E402,E702
 from .policy import PolicySmoothingExplorer; __all__ += ["PolicySmoothingExplorer"]  # noqa: E402,E702
 from .second_order import SecondOrderExplorer; __all__ += ["SecondOrderExplorer"]  # noqa: E402,E702
+from .shift import ShiftExplorer; __all__ += ["ShiftExplorer"]  # noqa: E402,E702
