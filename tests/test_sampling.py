@@ -47,12 +47,14 @@ def test_pixeldp_scores_do_not_depend_on_batch_size_or_neighbours(norm, scores):
     x, others = inputs(5), inputs(5, seed=1)
     n = 1500
     reference = dp.expected_scores(net, x, n=n, scores=scores, seed=3, batch_size=4096, progress=False)
-    for batch_size in (2, 64, 1000, 10_000):
+    for batch_size in (8, 64, 1000, 10_000):
         again = dp.expected_scores(net, x, n=n, scores=scores, seed=3, batch_size=batch_size, progress=False)
         assert torch.equal(again, reference), batch_size
-    # forward passes of one row take another matrix kernel: the same noise, logits equal to rounding
-    single = dp.expected_scores(net, x, n=n, scores=scores, seed=3, batch_size=1, progress=False)
-    assert torch.allclose(single, reference, rtol=0, atol=1e-9)
+    # forward passes of one to three rows take another matrix kernel (torch 2.14 on this CPU):
+    # the same noise, logits equal to rounding
+    for batch_size in (1, 2):
+        small = dp.expected_scores(net, x, n=n, scores=scores, seed=3, batch_size=batch_size, progress=False)
+        assert torch.allclose(small, reference, rtol=0, atol=1e-9), batch_size
     for i in range(5):
         alone = dp.expected_scores(net, x[i:i + 1], n=n, scores=scores, seed=3 + i, batch_size=700, progress=False)
         assert torch.equal(alone, reference[i:i + 1]), i
