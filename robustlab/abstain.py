@@ -61,7 +61,7 @@ from . import data as _data
 from . import models as _models
 from ._validate import (check_choice, check_images, check_labels, check_model, check_nonneg, check_positive,
                         check_positive_int, check_seed)
-from .attacks._common import (_BestIterate, _check_restarts, _eps_flat, _generator, _prepare, _random_start, _to_input,
+from .attacks._common import (_BestIterate, _check_restarts, _step_tensor, _eps_flat, _generator, _prepare, _random_start, _to_input,
                               eval_mode)
 from .attacks.evaluation import _attack_parts
 from .certificates import ABSTAIN
@@ -273,11 +273,7 @@ def abstain_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     check_labels(y, "y", n_classes=k - 1)
     shape = (-1,) + (1,) * (x.dim() - 1)
     eps_t = _eps_flat(eps_b, x).view(shape)
-    if step_size is None:
-        step_t = 2.5 * eps_t / steps
-    else:
-        check_positive(step_size, "step_size")
-        step_t = torch.full_like(eps_t, float(step_size))
+    step_t = _step_tensor(eps_t, steps, step_size)
     gen = _generator(seed, x.device)
     low, high = (x - eps_t).clamp(min=0.0), (x + eps_t).clamp(max=1.0)
     best = _BestIterate(x, y, None)
@@ -450,10 +446,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
 
         if not all(isinstance(a, str) for a in attacks):
             raise ValueError("cache=True needs attacks given by name (a callable has no stable key)")
-        settings = {"what": "abstain_evaluate", "format": 1, "model": repr(model), "eps": float(eps), "norm": norm,
-                    "attacks": list(attacks), "steps": steps, "n_targets": n_targets, "seed": seed,
-                    "batch_size": batch_size}
-        path = _cache.entry("curves", settings, *model.state_dict().values(), x.detach().cpu(), y.cpu())
+        settings = {"eps": float(eps), "norm": norm, "attacks": list(attacks), "steps": steps,
+                    "n_targets": n_targets, "seed": seed, "batch_size": batch_size}
+        path = _cache.result_entry("abstain_evaluate", settings, model, x, y)
         blob = _cache.load(path)
         if blob is not None:
             return AbstainEvaluation(**{k: v for k, v in blob.items() if k not in ("error", "abstained")},

@@ -41,7 +41,7 @@ import torch
 
 from . import config
 
-__all__ = ["KEY_LENGTH", "hash_tensor", "fingerprint", "key", "entry", "load", "store"]
+__all__ = ["KEY_LENGTH", "hash_tensor", "fingerprint", "key", "entry", "result_entry", "load", "store"]
 
 KEY_LENGTH = 32  # hex digits of the SHA-256 kept in a file name
 
@@ -90,6 +90,16 @@ def entry(kind: str, settings: dict, *tensors: torch.Tensor) -> Path:
     if not isinstance(kind, str) or not kind or "/" in kind or kind.startswith("."):
         raise ValueError(f"kind must be a plain folder name such as 'models', got {kind!r}")
     return config.cache_dir() / kind / f"{key(settings, *tensors)}.pt"
+
+
+def result_entry(what: str, settings: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 *, format: int = 1) -> Path:
+    """The file of a computation's result on ``model`` and the data ``(x, y)`` (an evaluation, a
+    table of distances): ``curves/`` under a key of ``what``, ``format``, the model's ``repr``
+    and weights, the data and ``settings``. A model whose behaviour depends on attributes its
+    ``repr`` does not show would share a key with its twin: show them in the ``repr``."""
+    tensors = [*model.state_dict().values(), x.detach().cpu(), y.detach().cpu()]
+    return entry("curves", {"what": what, "format": format, "model": repr(model), **settings}, *tensors)
 
 
 def load(path, *, map_location=None):

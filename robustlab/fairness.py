@@ -81,14 +81,6 @@ class BoundaryDistances(NamedTuple):
     x_adv: torch.Tensor | None = None
 
 
-def _result_path(what: str, settings: dict, model, x, y):
-    """The cache file of a computation on ``model`` (its class, repr and weights) and the data ``(x, y)``."""
-    from . import cache as _cache
-
-    tensors = [*model.state_dict().values(), x.detach().cpu(), y.cpu()]
-    return _cache.entry("curves", {"what": what, "format": 1, "model": repr(model), **settings}, *tensors)
-
-
 def _predict(model, x, batch_size=1024):
     from .train import predict
     return predict(model, x, batch_size=batch_size)
@@ -188,7 +180,7 @@ def attack_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
     if cache:
         from . import cache as _cache
 
-        path = _result_path("attack_distances", {"attacks": list(attacks), "bisection_steps": bisection_steps,
+        path = _cache.result_entry("attack_distances", {"attacks": list(attacks), "bisection_steps": bisection_steps,
                                                  "pgd_steps": pgd_steps, "cw_kwargs": cw_kwargs or {},
                                                  "d_box": d_box, "seed": seed, "batch_size": batch_size}, model, x, y)
         blob = _cache.load(path)
@@ -365,7 +357,7 @@ def certified_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     if cache:
         from . import cache as _cache
 
-        path = _result_path("certified_distances", {"method": method, "sigma": sigma, "n0": n0, "n": n,
+        path = _cache.result_entry("certified_distances", {"method": method, "sigma": sigma, "n0": n0, "n": n,
                                                     "alpha": alpha, "max_radius": max_radius, "seed": seed},
                             model, x, y)
         blob = _cache.load(path)

@@ -71,6 +71,7 @@ Shifts", arXiv 2201.12440 (2022).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import NamedTuple
@@ -113,7 +114,7 @@ TARGETS = ("empirical", "population")
 # =========================================================================== transformation spaces
 
 
-class TransformationSpace:
+class TransformationSpace(abc.ABC):
     r"""A family :math:`T(x, \theta)` of transformations with parameters :math:`\theta \in \mathbb R^p`
     that compose additively, :math:`T(T(x, a), b) = T(x, a + b)`.
 
@@ -123,8 +124,9 @@ class TransformationSpace:
 
     dim: int = 1
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The batch ``x`` transformed by the parameters ``theta``."""
 
     def _theta(self, x: torch.Tensor, theta) -> torch.Tensor:
         theta = torch.as_tensor(theta, dtype=x.dtype, device=x.device)

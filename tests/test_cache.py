@@ -114,3 +114,20 @@ def test_fingerprint_is_short_and_content_addressed():
     assert a != cache.fingerprint(torch.ones(2), torch.zeros(3))
     with pytest.raises(TypeError, match="t must be a torch.Tensor"):
         cache.fingerprint([0.0])
+
+
+def test_a_result_entry_is_keyed_by_the_model_its_weights_the_data_and_the_settings(cache_dir):
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    path = cache.result_entry("demo", {"eps": 0.1}, model, x, y)
+    assert path.parent.name == "curves"
+    assert path == cache.result_entry("demo", {"eps": 0.1}, model, x.clone(), y.clone())
+    other_weights = torch.nn.Linear(3, 2)
+    others = [cache.result_entry("other", {"eps": 0.1}, model, x, y),
+              cache.result_entry("demo", {"eps": 0.2}, model, x, y),
+              cache.result_entry("demo", {"eps": 0.1}, other_weights, x, y),
+              cache.result_entry("demo", {"eps": 0.1}, torch.nn.Sequential(model), x, y),
+              cache.result_entry("demo", {"eps": 0.1}, model, x + 1e-3, y),
+              cache.result_entry("demo", {"eps": 0.1}, model, x, 1 - y),
+              cache.result_entry("demo", {"eps": 0.1}, model, x, y, format=2)]
+    assert len({path, *others}) == 8

@@ -214,3 +214,11 @@ def test_arguments_are_checked():
         shift.worst_shift(torch.ones(1, 2), torch.zeros(2, 1), 0.1, p=3)
     with pytest.raises(ValueError, match="sigma"):
         GaussianNoise(0.0)
+
+
+def test_a_transformation_space_without_apply_cannot_be_made():
+    class Incomplete(rl.shift.TransformationSpace):
+        pass
+
+    with pytest.raises(TypeError):
+        Incomplete()

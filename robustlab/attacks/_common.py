@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import models as _models
-from .._validate import check_images, check_labels, check_model, check_nonneg, check_positive_int, check_seed
+from .._validate import (check_images, check_labels, check_model, check_nonneg, check_positive, check_positive_int,
+                         check_seed)
 from ..models import eval_mode
 
 __all__ = ["LOSSES", "Iterates", "attack_objective", "input_gradient", "eval_mode"]
@@ -39,6 +40,15 @@ def _check_flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
     return value
+
+
+def _step_tensor(eps_t: torch.Tensor, steps: int, step_size) -> torch.Tensor:
+    """Per-input step sizes shaped like ``eps_t``: ``2.5 eps / steps`` (Madry et al.'s choice) or
+    the given positive ``step_size`` for every input."""
+    if step_size is None:
+        return 2.5 * eps_t / steps
+    check_positive(step_size, "step_size")
+    return torch.full_like(eps_t, float(step_size))
 
 
 def _check_restarts(random_start, restarts) -> None:

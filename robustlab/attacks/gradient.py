@@ -26,7 +26,7 @@ import math
 import torch
 
 from .._validate import check_choice, check_positive, check_positive_int
-from ._common import (LOSSES, Iterates, _BestIterate, _check_flag, _check_restarts, _eps_flat, _generator, _objective_and_gradient,
+from ._common import (LOSSES, Iterates, _BestIterate, _check_flag, _check_restarts, _step_tensor, _eps_flat, _generator, _objective_and_gradient,
                       _prepare, _random_start, _to_input, attack_objective, eval_mode)
 
 __all__ = ["fgsm", "pgd"]
@@ -205,11 +205,7 @@ when the box-clipped step is inside the ball), found by sorting the breakpoints.
     _check_restarts(random_start, restarts)
     shape = (-1,) + (1,) * (x.dim() - 1)
     eps_t = _eps_flat(eps_b, x).view(shape)
-    if step_size is None:
-        step_t = 2.5 * eps_t / steps
-    else:
-        check_positive(step_size, "step_size")
-        step_t = torch.full_like(eps_t, float(step_size))
+    step_t = _step_tensor(eps_t, steps, step_size)
     if norm == "l1":
         k = max(1, x[0].numel() // 100) if topk is None else check_positive_int(topk, "topk")
         k = min(k, x[0].numel())

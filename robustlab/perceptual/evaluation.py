@@ -123,8 +123,8 @@ def robust_mask(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat
         return correct
     path = None
     if cache:
-        settings = {"what": "robust_mask", "format": _FORMAT, "model": repr(model), "threat": threat.settings()}
-        path = _cache.entry("curves", settings, *model.state_dict().values(), x, y)
+        settings = {"threat": threat.settings()}
+        path = _cache.result_entry("robust_mask", settings, model, x, y, format=_FORMAT)
         blob = _cache.load(path)
         if blob is not None:
             return blob["mask"]
@@ -134,7 +134,8 @@ def robust_mask(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat
         x_adv = threat.attack(model, x[idx], y[idx])
         mask[idx] = _predict_correct(model, x_adv, y[idx])
     if path is not None:
-        _cache.store(path, {"mask": mask, "settings": settings})
+        _cache.store(path, {"mask": mask, "settings": {"what": "robust_mask", "format": _FORMAT, "model": repr(model),
+                                                       **settings}})
     return mask
 
 
